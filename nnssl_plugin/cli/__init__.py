@@ -1,0 +1,1 @@
+"""Command-line entry points (argparse); each `main(argv)` returns an exit code."""

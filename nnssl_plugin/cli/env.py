@@ -1,0 +1,61 @@
+"""`nnssl_env`: the environment lines nnU-Net and the plugin need, and `--check` for what is missing."""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from pathlib import Path
+
+from nnssl_plugin.errors import cli_entry
+from nnssl_plugin.paths import NNUNET_VARIABLES
+
+PROG = "nnssl_env"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Print `export` lines for the nnU-Net folder variables that "
+                                "are not set (use: eval \"$(nnssl_env)\"), or check the environment.")
+    p.add_argument("--root", default=None, help="parent folder for unset nnU-Net folders "
+                                                "(default ~/nnUNet_data)")
+    p.add_argument("--check", action="store_true", help="report what is missing, one line each; exit 1 if any")
+    return p
+
+
+def environment_lines(root: Path) -> list[str]:
+    """`export` lines for each nnU-Net folder variable that is unset (set ones are left as the user has them)."""
+    return [f"export {var}={shlex.quote(str(root / var))}" for var in NNUNET_VARIABLES if not os.environ.get(var)]
+
+
+def check_environment() -> list[str]:
+    """Problems, one line each; empty when everything is in place."""
+    problems = []
+    for var in NNUNET_VARIABLES:
+        value = os.environ.get(var)
+        if not value:
+            problems.append(f"{var} is not set (eval \"$(nnssl_env)\" sets it)")
+        elif not Path(value).is_dir():
+            problems.append(f"{var}={value} does not exist (mkdir -p it, or point {var} at your nnU-Net folder)")
+        elif not os.access(value, os.W_OK):
+            problems.append(f"{var}={value} is not writable")
+    for module in ("nnunetv2", "torch", "dynamic_network_architectures", "batchgeneratorsv2"):
+        try:
+            __import__(module)
+        except ImportError as e:
+            problems.append(f"python package {module} cannot be imported ({e}); pip install nnssl-plugin again")
+    return problems
+
+
+@cli_entry(PROG)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.check:
+        problems = check_environment()
+        for line in problems:
+            print(f"missing: {line}")
+        if not problems:
+            print("ok: nnU-Net folders set and writable, packages importable")
+        return 1 if problems else 0
+    root = Path(args.root).expanduser() if args.root else Path.home() / "nnUNet_data"
+    for line in environment_lines(root.resolve()):
+        print(line)
+    return 0

@@ -1,0 +1,223 @@
+"""Preprocess an images-only dataset with the *target's* nnU-Net plans (DESIGN §1, NNUNET_NOTES "Unlabelled data").
+
+nnU-Net's own preprocessing needs labels (fingerprinting, integrity checks). Here each case goes through
+nnU-Net's preprocessor (`run_case` with no segmentation: transpose, crop to nonzero, normalise with the target's
+CT statistics, resample to the target's spacing) and nnU-Net's blosc2 writer with the same chunking, so the
+arrays equal what nnU-Net writes for the same image and nnU-Net's dataset and loader classes read them. The
+target plans are copied into the unlabelled dataset under their own name (default `nnsslPretrainPlans`), so a
+user's own plans for that dataset are never touched. Labels that the unlabelled dataset may have are ignored.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nnssl_plugin.errors import NnsslError
+from nnssl_plugin.io_utils import atomic_write_json, load_json, publish_folder, staging_folder
+from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, raw_folder
+from nnssl_plugin.plans import load_plans, plans_for_dataset, plans_path, resolve_configuration
+
+DEFAULT_PLANS_NAME = "nnsslPretrainPlans"
+MARKER = "nnssl_prepare"  # key that marks the dataset.json / fingerprint files this module wrote
+
+
+@dataclass
+class PrepareResult:
+    dataset_name: str
+    output_folder: Path
+    plans_file: Path
+    written: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # image file -> reason
+
+
+def list_image_cases(images_folder: Path, file_ending: str, num_channels: int) -> dict[str, list[str]]:
+    """Case identifier -> its channel files (`<case>_XXXX<file_ending>`), checked for completeness."""
+    if not images_folder.is_dir():
+        raise NnsslError(f"{images_folder} not found; an nnU-Net raw dataset keeps its images in imagesTr")
+    pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(file_ending) + "$")
+    cases: dict[str, dict[int, str]] = {}
+    for path in sorted(images_folder.iterdir()):
+        if not path.name.endswith(file_ending):
+            continue
+        match = pattern.match(path.name)
+        if match is None:
+            raise NnsslError(f"{path} has no channel suffix; nnU-Net raw images are named <case>_0000{file_ending}")
+        cases.setdefault(match.group(1), {})[int(match.group(2))] = str(path)
+    if not cases:
+        raise NnsslError(f"{images_folder} holds no '*{file_ending}' images; convert the dataset into it first")
+    out = {}
+    for case, channels in cases.items():
+        if sorted(channels) != list(range(num_channels)):
+            raise NnsslError(f"case '{case}' has channel files {sorted(channels)} but the target's plans need "
+                             f"channels {list(range(num_channels))} (_0000 ... _{num_channels - 1:04d})")
+        out[case] = [channels[c] for c in range(num_channels)]
+    return out
+
+
+def _channel_names(dataset_json: dict) -> dict:
+    return dataset_json.get("channel_names", dataset_json.get("modality", {}))
+
+
+def _preprocess_case(identifier: str, image_files: list[str], out_stem: str, plans: dict, configuration: str,
+                     dataset_json: dict) -> tuple[str, str | None, dict | None]:
+    """Worker: preprocess and save one case. Returns (identifier, error or None, fingerprint entries)."""
+    from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_manager = PlansManager(plans)
+    configuration_manager = plans_manager.get_configuration(configuration)
+    preprocessor = configuration_manager.preprocessor_class(verbose=False)
+    try:
+        data, seg, properties = preprocessor.run_case(image_files, None, plans_manager, configuration_manager,
+                                                      dataset_json)
+    except Exception as e:  # noqa: BLE001 - unreadable/corrupt image: reported per file, other cases go on
+        return identifier, f"{type(e).__name__}: {e}".splitlines()[0], None
+    properties["class_locations"] = {}  # nnUNetDataLoader reads it; there is no foreground to oversample
+    data = data.astype(np.float32, copy=False)
+    seg = seg.astype(np.int16, copy=False)  # the -1/0 nonzero mask, as nnU-Net stores it for test cases
+    patch = tuple(configuration_manager.patch_size)
+    blocks, chunks = comp_blosc2_params(data.shape, patch, data.itemsize)
+    blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, patch, seg.itemsize)
+    nnUNetDatasetBlosc2.save_case(data, seg, properties, out_stem, chunks=chunks, blocks=blocks,
+                                  chunks_seg=chunks_seg, blocks_seg=blocks_seg)
+    backward = plans_manager.transpose_backward
+    shape_after_crop = [int(s) for s in properties["shape_after_cropping_and_before_resampling"]]
+    fingerprint = {
+        "spacing": [float(s) for s in properties["spacing"]],
+        "shape_after_crop": [shape_after_crop[i] for i in backward],
+        "relative_size": float(np.prod(shape_after_crop) / np.prod(properties["shape_before_cropping"])),
+    }
+    return identifier, None, fingerprint
+
+
+def _ours_or_missing(path: Path) -> bool:
+    if not path.is_file():
+        return True
+    try:
+        return MARKER in load_json(path)
+    except (ValueError, OSError):
+        return False
+
+
+def prepare_unlabelled(dataset: str | int, target: str | int, configuration: str = "3d_fullres",
+                       target_plans: str = "nnUNetPlans", plans_name: str = DEFAULT_PLANS_NAME,
+                       num_processes: int = 1, overwrite: bool = False, log=print) -> PrepareResult:
+    """Preprocess raw images-only `dataset` with `target`'s plans. See the module docstring.
+
+    Writes into nnUNet_preprocessed/<dataset>/: `<plans_name>.json`, the data folder of the configuration
+    (`<plans_name>_<config>`), and, unless the user already has their own, `dataset.json` and
+    `dataset_fingerprint.json`. Raises NnsslError (after writing every readable case) if some images failed.
+    """
+    target_name = find_dataset_name(target, in_raw=False, in_preprocessed=True)
+    target_id = int(target_name[7:10])
+    plans = load_plans(target_name, target_plans, plan_hint=f"nnUNetv2_plan_and_preprocess -d {target_id}")
+    config = resolve_configuration(plans, configuration)
+    target_json_path = preprocessed_folder() / target_name / "dataset.json"
+    if not target_json_path.is_file():
+        raise NnsslError(f"{target_json_path} not found; run nnUNetv2_plan_and_preprocess -d {target_id} first")
+    target_channels = _channel_names(load_json(target_json_path))
+
+    dataset_name = find_dataset_name(dataset, in_raw=True, in_preprocessed=False)
+    if dataset_name == target_name:
+        raise NnsslError(f"-d and -t are the same dataset ({dataset_name}); -d is the unlabelled pretraining set")
+    raw = raw_folder() / dataset_name
+    raw_json_path = raw / "dataset.json"
+    if not raw_json_path.is_file():
+        raise NnsslError(f"{raw_json_path} not found; an nnU-Net raw dataset needs a dataset.json "
+                         f"(channel_names, file_ending), e.g. from nnssl_convert_abdomenct1k")
+    raw_json = load_json(raw_json_path)
+    channels = _channel_names(raw_json)
+    if len(channels) != len(target_channels):
+        raise NnsslError(f"{dataset_name} has {len(channels)} input channel(s) {list(channels.values())} but the "
+                         f"target {target_name} has {len(target_channels)} {list(target_channels.values())}; "
+                         f"pretraining needs the target's channels")
+    cases = list_image_cases(raw / "imagesTr", raw_json["file_ending"], len(target_channels))
+
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+
+    new_plans = plans_for_dataset(plans, dataset_name, plans_name)
+    example = next(iter(cases.values()))[0]
+    new_plans["image_reader_writer"] = determine_reader_writer_from_dataset_json(
+        raw_json, example, allow_nonmatching_filename=True, verbose=False).__name__
+    data_identifier = resolve_configuration(new_plans, configuration)["data_identifier"]
+
+    out_root = preprocessed_folder() / dataset_name
+    new_plans_file = plans_path(dataset_name, plans_name)
+    data_folder = out_root / data_identifier
+    if not _ours_or_missing(new_plans_file):
+        raise NnsslError(f"{new_plans_file} exists and was not written by nnssl_prepare (a user's own plans are "
+                         f"never replaced); choose another name with --plans-name")
+    existing = [p for p in (new_plans_file, data_folder) if p.exists()]
+    if existing and not overwrite:
+        raise NnsslError(f"{existing[0]} already exists; pass --overwrite to replace it (or choose another --plans-name)")
+    new_plans[MARKER] = {"target_dataset": target_name, "target_plans": target_plans}
+
+    dataset_json = dict(raw_json, labels={"background": 0}, numTraining=len(cases))
+    dataset_json[MARKER] = {"target_dataset": target_name, "target_plans": target_plans,
+                            "note": "images only; labels of the raw dataset, if any, are ignored"}
+    out_root.mkdir(parents=True, exist_ok=True)
+    staging = staging_folder(data_folder)
+    jobs = [(case, files, str(staging / case), new_plans, configuration, dataset_json)
+            for case, files in cases.items()]
+    log(f"preprocessing {len(jobs)} cases of {dataset_name} with {target_name}'s plans '{target_plans}' "
+        f"({configuration}) into {data_folder}")
+    try:
+        if num_processes <= 1:
+            results = [_preprocess_case(*job) for job in jobs]
+        else:
+            with ProcessPoolExecutor(num_processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+                results = list(pool.map(_preprocess_case, *zip(*jobs)))
+        result = PrepareResult(dataset_name, data_folder, new_plans_file)
+        fingerprints = []
+        for identifier, error, fingerprint in results:
+            if error is None:
+                result.written.append(identifier)
+                fingerprints.append(fingerprint)
+            else:
+                result.failed[", ".join(cases[identifier])] = error
+        if not result.written:
+            raise NnsslError(f"no case of {dataset_name} could be preprocessed; first failure: "
+                             f"{next(iter(result.failed.items()))}")
+        publish_folder(staging, data_folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    dataset_json["numTraining"] = len(result.written)
+    if _ours_or_missing(out_root / "dataset.json"):
+        atomic_write_json(out_root / "dataset.json", dataset_json)
+    else:
+        log(f"kept the existing {out_root / 'dataset.json'} (not written by nnssl_prepare)")
+    if _ours_or_missing(out_root / "dataset_fingerprint.json"):
+        atomic_write_json(out_root / "dataset_fingerprint.json", _fingerprint(fingerprints, plans, target_name))
+    atomic_write_json(new_plans_file, new_plans)  # last: the plans appear only once their data is complete
+
+    if result.failed:
+        first, reason = next(iter(result.failed.items()))
+        raise NnsslError(f"could not read {len(result.failed)} of {len(cases)} case(s), skipped: {first} ({reason})"
+                         f"; the other {len(result.written)} cases were written to {data_folder}; fix or remove "
+                         f"the file(s) and rerun with --overwrite")
+    return result
+
+
+def _fingerprint(entries: list[dict], target_plans: dict, target_name: str) -> dict:
+    """nnU-Net's dataset fingerprint for the unlabelled set. The intensity statistics are the target's: CT
+    normalisation needs foreground voxels, which only the labelled target has."""
+    return {
+        "spacings": [e["spacing"] for e in entries],
+        "shapes_after_crop": [e["shape_after_crop"] for e in entries],
+        "foreground_intensity_properties_per_channel": target_plans["foreground_intensity_properties_per_channel"],
+        "median_relative_size_after_cropping": float(np.median([e["relative_size"] for e in entries])),
+        MARKER: {"intensity_properties_from": target_name},
+    }
+
+
+def default_num_processes() -> int:
+    return max(1, int(os.environ.get("nnUNet_def_n_proc", min(8, os.cpu_count() or 1))))

@@ -1,0 +1,1 @@
+"""Raw datasets: the CT phantom demo data and converters for BTCV and AbdomenCT-1K."""

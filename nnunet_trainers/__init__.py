@@ -1,0 +1,1 @@
+"""Downstream nnU-Net trainers (installed as nnssl_plugin.nnunet_trainers)."""

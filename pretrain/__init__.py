@@ -1,0 +1,1 @@
+"""The pretraining stage: nnUNetTrainer subclasses, one per method family (installed as nnssl_plugin.pretrain)."""

@@ -1,0 +1,82 @@
+"""Shared fixtures: a small phantom 'world' (nnU-Net folders with the two demo datasets, the labelled one planned
+and preprocessed by nnU-Net's real CLI, the unlabelled one prepared on its plans), built once per session."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("nnUNet_n_proc_DA", "0")  # 2-core machines: no augmentation workers
+os.environ.setdefault("nnUNet_def_n_proc", "2")
+
+BIN = Path(sys.executable).parent  # console scripts of the venv running the tests
+NNUNET_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+@dataclass
+class World:
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "nnUNet_raw"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.root / "nnUNet_preprocessed"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **{v: str(self.root / v) for v in NNUNET_VARS}}
+
+    def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a console script of this venv (ours or nnU-Net's) against this world's folders."""
+        result = subprocess.run([str(BIN / command[0]), *command[1:]], env=self.env, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                                 f"{result.stderr[-3000:]}")
+        return result
+
+
+def make_world(root: Path) -> World:
+    for v in NNUNET_VARS:
+        (root / v).mkdir(parents=True, exist_ok=True)
+    return World(root)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> World:
+    """Dataset990 (6 unlabelled) and Dataset991 (6 labelled) phantoms; 991 planned + preprocessed by nnU-Net
+    (3d_fullres) with the 3d_cpu configuration added; 990 prepared with nnssl_prepare."""
+    w = make_world(tmp_path_factory.mktemp("world"))
+    w.run("nnssl_demo_data", "--num-unlabelled", "6", "--num-labelled", "6")
+    w.run("nnUNetv2_plan_and_preprocess", "-d", "991", "-c", "3d_fullres", "-np", "2", "-npfp", "2")
+    w.run("nnssl_add_cpu_config", "-d", "991")
+    w.run("nnssl_prepare", "-d", "990", "-t", "991", "-np", "1")
+    return w
+
+
+@pytest.fixture
+def in_world(world, monkeypatch) -> World:
+    """The session world, with the nnU-Net variables pointing at it for in-process calls."""
+    for v in NNUNET_VARS:
+        monkeypatch.setenv(v, str(world.root / v))
+    return world
+
+
+@pytest.fixture
+def fresh_world(tmp_path, monkeypatch) -> World:
+    """Empty nnU-Net folders for this test only, set in the environment."""
+    w = make_world(tmp_path)
+    for v in NNUNET_VARS:
+        monkeypatch.setenv(v, str(w.root / v))
+    return w
+
+
+def copy_dataset(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst)
