@@ -36,7 +36,10 @@ class World:
 
     def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run a console script of this venv (ours or nnU-Net's) against this world's folders."""
-        result = subprocess.run([str(BIN / command[0]), *command[1:]], env=self.env, capture_output=True, text=True)
+        env = self.env
+        if command[0].startswith("nnUNetv2_plan") and env.get("nnUNet_n_proc_DA") == "0":
+            del env["nnUNet_n_proc_DA"]  # nnU-Net 2.8.1's planner calls torch.set_num_threads(n_proc_DA)
+        result = subprocess.run([str(BIN / command[0]), *command[1:]], env=env, capture_output=True, text=True)
         if check and result.returncode != 0:
             raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                                  f"{result.stderr[-3000:]}")

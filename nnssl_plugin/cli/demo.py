@@ -47,10 +47,23 @@ class Stages:
               f"(elapsed {time.time() - self.start:.0f} s)", flush=True)
 
 
+def _executable(name: str) -> str:
+    """A console script of the environment this command runs in (a venv need not be on PATH), else of PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        raise NnsslError(f"{name} not found next to {sys.executable} or on PATH; install nnunetv2 in this environment")
+    return found
+
+
 def _run(command: list[str], log_file: Path) -> None:
     """Run one nnU-Net command; its output goes to `log_file`, and its tail is shown if it fails."""
+    env = os.environ.copy()
+    if command[0].startswith("nnUNetv2_plan") and env.get("nnUNet_n_proc_DA") == "0":
+        del env["nnUNet_n_proc_DA"]  # nnU-Net 2.8.1's planner calls torch.set_num_threads(n_proc_DA): 0 crashes it
+    command = [_executable(command[0]), *command[1:]]
     with open(log_file, "w") as log:
-        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     if code != 0:
         tail = log_file.read_text().strip().splitlines()[-15:]
         print("\n".join(tail), file=sys.stderr)

@@ -1,0 +1,30 @@
+"""nnssl_env: export lines for unset nnU-Net folders only, and --check."""
+from __future__ import annotations
+
+from nnssl_plugin.cli import env as env_cli
+
+
+def test_prints_exports_only_for_unset_variables(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("nnUNet_raw", "/my/raw")
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    monkeypatch.delenv("nnUNet_results", raising=False)
+    assert env_cli.main(["--root", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"export nnUNet_preprocessed={tmp_path / 'nnUNet_preprocessed'}",
+                     f"export nnUNet_results={tmp_path / 'nnUNet_results'}"]
+
+
+def test_check_reports_each_missing_item_on_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "missing"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    assert env_cli.main(["--check"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert out[0].startswith("missing: nnUNet_raw is not set")
+    assert out[1].startswith(f"missing: nnUNet_preprocessed={tmp_path / 'missing'} does not exist")
+
+
+def test_check_passes_when_everything_is_there(fresh_world, capsys):
+    assert env_cli.main(["--check"]) == 0
+    assert capsys.readouterr().out.startswith("ok:")
