@@ -1,0 +1,1 @@
+"""Pure tensor functions: ZCA whitening, effective rank and spectrum (more to come: correspondences, pooling)."""
