@@ -1,0 +1,67 @@
+"""Checkpoint files: atomic writes, safe loads (`weights_only=True`, never arbitrary unpickling), RNG states."""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nnssl_plugin.errors import NnsslError
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temp file in the same folder, fsync, rename: a reader never sees half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def numpy_scalar_globals() -> list:
+    """The numpy types nnU-Net's own checkpoints hold in their logger state (np.float64 values and the like):
+    the explicit allow-list for `weights_only=True` loading."""
+    dtypes = [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "bool")]
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
+    return [core.multiarray.scalar, np.dtype, *dtypes]
+
+
+def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """torch.load with weights_only=True plus the numpy scalar allow-list; a file that is not a readable torch
+    file (truncated, corrupt, or needing arbitrary code to unpickle) raises NnsslError naming it."""
+    try:
+        with torch.serialization.safe_globals(numpy_scalar_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise NnsslError(f"{path} not found") from None
+    except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise NnsslError(f"cannot load {path} safely ({reason}); it is truncated, corrupt or not a weights file "
+                         f"written by nnssl_plugin/nnU-Net") from None
+
+
+def rng_state() -> dict:
+    """torch, numpy and python RNG states as tensors/ints (loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(cached)},
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    random.setstate(state["python"])

@@ -1,0 +1,19 @@
+"""Where nnUNet_extTrainer must point for nnU-Net to find the plugin's trainers (DESIGN §6)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def ext_trainer_folder() -> Path:
+    """The folder holding only the plugin's shim file (installed with nnssl_plugin.nnunet_trainers)."""
+    import nnssl_plugin.nnunet_trainers as trainers
+
+    return Path(trainers.__path__[0]) / "ext"
+
+
+def with_ext_trainer_folder(value: str | None) -> str:
+    """nnUNet_extTrainer's value with our folder appended (the user's own folders are kept, and searched first)."""
+    ours = str(ext_trainer_folder())
+    parts = [p for p in (value or "").split(os.pathsep) if p]
+    return os.pathsep.join(parts if ours in parts else [*parts, ours])

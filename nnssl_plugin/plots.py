@@ -1,0 +1,67 @@
+"""Plots of a pretraining run: progress.png (per epoch) and spectrum.png (at the end)."""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_progress(log: dict, path: str | os.PathLike) -> None:
+    """Losses, pretext top-1 and effective rank, epoch time and learning rate, one row each."""
+    epochs = min(len(log["train_losses"]), len(log["epoch_end_timestamps"]))
+    if epochs == 0:
+        return
+    x = np.arange(epochs)
+    fig, axes = plt.subplots(3, 1, figsize=(20, 16))
+    ax = axes[0]
+    for key, style in (("train_losses", "b-"), ("val_losses", "r-"), ("loss_global", "b:"), ("loss_local", "g:")):
+        values = log.get(key, [])[:epochs]
+        if len(values) == epochs and not all(v is None for v in values):
+            ax.plot(x, values, style, label=key, linewidth=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("SSL loss")
+    ax.legend(loc="upper right")
+    ax = axes[1]
+    for key, style in (("top1_train", "b-"), ("top1_val", "r-")):
+        ax.plot(x, log[key][:epochs], style, label=key, linewidth=3)
+    ax.set_ylabel("pretext top-1")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="upper left")
+    twin = ax.twinx()
+    twin.plot(x, log["erank_raw"][:epochs], "k-", label="effective rank (raw bottleneck)", linewidth=3)
+    if any(v is not None for v in log["erank_whitened"][:epochs]):
+        twin.plot(x, log["erank_whitened"][:epochs], "k--", label="effective rank (whitened)", linewidth=3)
+    twin.set_ylabel("effective rank (RankMe)")
+    twin.legend(loc="upper right")
+    ax = axes[2]
+    durations = np.array(log["epoch_end_timestamps"][:epochs]) - np.array(log["epoch_start_timestamps"][:epochs])
+    ax.plot(x, durations, "b-", label="epoch duration (s)", linewidth=3)
+    ax.set_xlabel("epoch")
+    ax.legend(loc="upper left")
+    twin = ax.twinx()
+    twin.plot(x, log["lrs"][:epochs], "g-", label="learning rate", linewidth=3)
+    twin.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_spectrum(spectra: dict[str, np.ndarray], ranks: dict[str, float], path: str | os.PathLike,
+                  title: str = "") -> None:
+    """Sorted singular values of the embedding covariance (log scale), one curve per representation."""
+    fig, ax = plt.subplots(figsize=(8, 6))
+    for name, values in spectra.items():
+        values = np.clip(np.asarray(values, dtype=np.float64), 1e-12, None)
+        ax.plot(np.arange(1, len(values) + 1), np.log10(values), label=f"{name} (effective rank {ranks[name]:.1f})",
+                linewidth=2)
+    ax.set_xlabel("singular value rank")
+    ax.set_ylabel("log10 singular value of the embedding covariance")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,287 @@
+"""The pretraining stage: nnU-Net's own training loop with a self-supervised objective (DESIGN §3).
+
+`nnsslPretrainer` is an nnUNetTrainer run on fold `all`: nnU-Net's epochs, checkpoints, `--c`, AMP, DDP and logs.
+It swaps the network (the planned U-Net's encoder wrapped with the method's heads, one `self.network`), the data
+loader (two views per case), train/validation steps and epoch logging (SSL losses, pretext top-1, effective rank),
+writes `spectrum.png` and the target-agnostic pretrained weights at the end, and skips nnU-Net's segmentation
+validation. Method and run length come from class attributes set by `registry` (a variant is a config).
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import ClassVar
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+from torch import autocast
+from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from nnssl_plugin.checkpoints import atomic_torch_save, rng_state, safe_load, set_rng_state
+from nnssl_plugin.config import MocoConfig
+from nnssl_plugin.data.augment import global_view_transforms
+from nnssl_plugin.data.two_view import TwoViewDataLoader
+from nnssl_plugin.errors import NnsslError
+from nnssl_plugin.losses.moco import top1_accuracy
+from nnssl_plugin.modules.moco_net import build_moco_network
+from nnssl_plugin.ops.rank import effective_rank, singular_spectrum
+from nnssl_plugin.plans import cumulative_strides
+from nnssl_plugin.plots import plot_spectrum
+from nnssl_plugin.pretrained import write_pretrained_weights
+from nnssl_plugin.ssl_logging import SSLLocalLogger
+
+TOO_EASY_TOP1 = 0.99  # a pretext top-1 this high early in training means the views are too similar
+
+
+class nnsslPretrainer(nnUNetTrainer):
+    method_config: ClassVar[MocoConfig]
+    epochs: ClassVar[int | None] = None  # None: nnU-Net's default (1000)
+    iterations: ClassVar[int | None] = None  # None: nnU-Net's default (250)
+    seed: ClassVar[int | None] = None
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        if self.seed is not None:  # before anything random: network init, queue init, sampling
+            random.seed(self.seed)
+            np.random.seed(self.seed)
+            torch.manual_seed(self.seed)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
+        if self.epochs is not None:
+            self.num_epochs = self.epochs
+        if self.iterations is not None:
+            self.num_iterations_per_epoch = self.iterations
+            self.num_val_iterations_per_epoch = max(16, self.iterations // 5)  # enough crops for the rank monitor
+        self.save_every = min(50, max(1, self.num_epochs // 10))  # nnU-Net's 50 for long runs; short runs too
+        self.logger.local_logger = SSLLocalLogger()
+        self._pending_rng_state = None
+        self._last_val_embeddings: dict[str, np.ndarray] = {}
+
+    # ----- network ------------------------------------------------------------------------------------------------
+    def initialize(self):
+        if self.was_initialized:
+            raise RuntimeError("initialize() called twice")
+        self._set_batch_size_and_oversample()
+        self.num_input_channels = determine_num_input_channels(self.plans_manager, self.configuration_manager,
+                                                               self.dataset_json)
+        unet = self.build_network_architecture(self.plans_manager, self.configuration_manager,
+                                               self.num_input_channels, self.label_manager.num_segmentation_heads,
+                                               enable_deep_supervision=False)
+        patch = self.configuration_manager.patch_size
+        try:
+            strides = cumulative_strides(self.configuration_manager.configuration)
+            self.network = build_moco_network(unet, self.method_config, self.batch_size, patch, strides)
+        except ValueError as e:
+            raise NnsslError(f"{self.plans_manager.plans_name}/{self.configuration_name}: {e}") from None
+        self.network = self.network.to(self.device)
+        if self._do_i_compile():
+            self.print_to_log_file("Using torch.compile on the encoder (queue and EMA stay outside)")
+            self.network.compile_encoder()
+        self.optimizer, self.lr_scheduler = self.configure_optimizers()
+        if self.is_ddp:
+            self.network = DDP(self.network, device_ids=[self.local_rank])
+        self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        self.was_initialized = True
+        self.print_to_log_file(f"nnssl pretraining: {self.method_config}")
+
+    def configure_optimizers(self):
+        params = [p for p in self.network.parameters() if p.requires_grad]  # the EMA key branch is frozen
+        optimizer = torch.optim.SGD(params, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
+                                    nesterov=True)
+        from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    @property
+    def ssl_network(self):
+        """The unwrapped pretraining network (without DDP / compile wrappers)."""
+        mod = self.network.module if self.is_ddp else self.network
+        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        pass  # the planned decoder is not part of the MoCo network
+
+    def plot_network_architecture(self):
+        pass
+
+    def _build_loss(self):
+        return None
+
+    # ----- data ---------------------------------------------------------------------------------------------------
+    def get_dataloaders(self):
+        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        patch = self.configuration_manager.patch_size
+        is_2d = len(patch) == 2
+        loaders = [TwoViewDataLoader(ds, self.batch_size, patch, self.label_manager, global_view_transforms(is_2d))
+                   for ds in (dataset_tr, dataset_val)]
+        processes = get_allowed_n_proc_DA()
+        if processes == 0:
+            augmenters = [SingleThreadedAugmenter(dl, None) for dl in loaders]
+        else:
+            augmenters = [NonDetMultiThreadedAugmenter(data_loader=dl, transform=None, num_processes=n,
+                                                       num_cached=max(3, n), seeds=None,
+                                                       pin_memory=self.device.type == "cuda", wait_time=0.002)
+                          for dl, n in zip(loaders, (processes, max(1, processes // 2)))]
+        for a in augmenters:
+            next(a)
+        return augmenters
+
+    def on_train_start(self):
+        super().on_train_start()
+        if self._pending_rng_state is not None:  # --c: continue the random streams where the checkpoint left them
+            set_rng_state(self._pending_rng_state)
+            self._pending_rng_state = None
+
+    # ----- steps --------------------------------------------------------------------------------------------------
+    def _forward(self, batch: dict) -> dict:
+        views = {k: batch[k].to(self.device, non_blocking=True) for k in ("view1", "view2")}
+        geometry = {k: batch[k] for k in ("start1", "start2", "mirror1", "mirror2")}
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            return self.network(views["view1"], views["view2"], **geometry)
+
+    def _check_finite(self, out: dict) -> None:
+        if not torch.isfinite(out["loss"]):
+            last = {k: self.logger.get_value(k, step=-1) for k in ("train_losses", "loss_global", "loss_local")
+                    if self.logger.get_value(k, step=None)}
+            raise NnsslError(f"non-finite SSL loss ({float(out['loss'])}) in epoch {self.current_epoch}; last "
+                             f"finite epoch values {last}; checkpoints are intact: lower the learning rate or check "
+                             f"the data, then resume with --c")
+
+    def train_step(self, batch: dict) -> dict:
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self._forward(batch)
+        self._check_finite(out)
+        loss = out["loss"]
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        self.ssl_network.after_step(out["keys"])
+        return self._scalars(out)
+
+    @staticmethod
+    def _scalars(out: dict) -> dict:
+        return {"loss": out["loss"].item(), "loss_global": out["loss_global"].item(),
+                "loss_local": out["loss_local"].item() if "loss_local" in out else None,
+                "top1": top1_accuracy(out["logits"])}
+
+    def validation_step(self, batch: dict) -> dict:
+        out = self._forward(batch)
+        scalars = self._scalars(out)
+        scalars["pooled_raw"] = out["pooled_raw"].float().cpu().numpy()
+        scalars["pooled_whitened"] = out["pooled_whitened"].float().cpu().numpy()
+        return scalars
+
+    # ----- epoch bookkeeping ----------------------------------------------------------------------------------------
+    def on_train_epoch_end(self, train_outputs: list[dict]):
+        for key, log_key in (("loss", "train_losses"), ("loss_global", "loss_global"), ("loss_local", "loss_local"),
+                             ("top1", "top1_train")):
+            values = [o[key] for o in train_outputs if o[key] is not None]
+            self.logger.log(log_key, float(np.mean(values)) if values else None, self.current_epoch)
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]):
+        self.logger.log("val_losses", float(np.mean([o["loss"] for o in val_outputs])), self.current_epoch)
+        self.logger.log("top1_val", float(np.mean([o["top1"] for o in val_outputs])), self.current_epoch)
+        raw = np.concatenate([o["pooled_raw"] for o in val_outputs])
+        self._last_val_embeddings = {"raw bottleneck": raw}
+        self.logger.log("erank_raw", effective_rank(torch.from_numpy(raw)), self.current_epoch)
+        if self.method_config.zca:
+            whitened = np.concatenate([o["pooled_whitened"] for o in val_outputs])
+            self._last_val_embeddings["whitened bottleneck"] = whitened
+            self.logger.log("erank_whitened", effective_rank(torch.from_numpy(whitened)), self.current_epoch)
+        else:
+            self.logger.log("erank_whitened", None, self.current_epoch)
+
+    def on_epoch_end(self):
+        self.logger.log("epoch_end_timestamps", time.time(), self.current_epoch)
+        get = lambda key: self.logger.get_value(key, step=-1)  # noqa: E731
+        self.print_to_log_file(f"train_loss {get('train_losses'):.4f} (global {get('loss_global'):.4f}"
+                               + (f", local {get('loss_local'):.4f}" if get("loss_local") is not None else "")
+                               + f"), val_loss {get('val_losses'):.4f}")
+        self.print_to_log_file(f"pretext top-1 train {get('top1_train'):.3f} val {get('top1_val'):.3f}; effective "
+                               f"rank raw {get('erank_raw'):.2f}"
+                               + (f", whitened {get('erank_whitened'):.2f}" if get("erank_whitened") else ""))
+        if get("top1_train") >= TOO_EASY_TOP1 and self.current_epoch + 1 < max(2, 0.2 * self.num_epochs):
+            self.print_to_log_file(f"WARNING: pretext top-1 {get('top1_train'):.3f} this early means the task is too "
+                                   f"easy (views too similar or queue too small); the representation may not improve")
+        duration = get("epoch_end_timestamps") - get("epoch_start_timestamps")
+        self.print_to_log_file(f"Epoch time: {duration:.2f} s")
+        if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
+            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
+        if self.local_rank == 0:
+            self.logger.plot_progress_png(self.output_folder)
+        self.current_epoch += 1
+
+    def on_epoch_start(self):
+        self.logger.log("epoch_start_timestamps", time.time(), self.current_epoch)
+
+    def on_train_end(self):
+        super().on_train_end()
+        if self.local_rank != 0:
+            return
+        self._write_spectrum()
+        path = write_pretrained_weights(self, os.path.join(self.output_folder, "pretrained_weights.pth"))
+        self.print_to_log_file(f"pretrained weights written to {path}")
+
+    def _write_spectrum(self) -> None:
+        if not self._last_val_embeddings:
+            return
+        spectra, ranks = {}, {}
+        for name, z in self._last_val_embeddings.items():
+            spectra[name] = singular_spectrum(torch.from_numpy(z)).numpy()
+            ranks[name] = effective_rank(torch.from_numpy(z))
+        plot_spectrum(spectra, ranks, os.path.join(self.output_folder, "spectrum.png"),
+                      title=f"{self.method_config.method}: pooled bottleneck of {len(z)} validation crops")
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.print_to_log_file("pretraining: nnU-Net's segmentation validation is skipped (no labels)")
+
+    # ----- checkpoints ------------------------------------------------------------------------------------------------
+    def save_checkpoint(self, filename: str) -> None:
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        checkpoint = {
+            "network_weights": self.ssl_network.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "logging": self.logger.get_checkpoint(),
+            "_best_ema": None,
+            "current_epoch": self.current_epoch + 1,
+            "init_args": {k: v for k, v in self.my_init_kwargs.items() if k != "device"},
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": None,
+            "rng_state": rng_state(),
+        }
+        atomic_torch_save(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        checkpoint = (safe_load(filename_or_checkpoint, map_location=self.device)
+                      if isinstance(filename_or_checkpoint, str) else filename_or_checkpoint)
+        self.ssl_network.load_state_dict(checkpoint["network_weights"])
+        self.current_epoch = checkpoint["current_epoch"]
+        self.logger.load_checkpoint(checkpoint["logging"])
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+        self._pending_rng_state = checkpoint.get("rng_state")
+        self.print_to_log_file(f"resumed from {filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else 'a checkpoint'} at epoch {self.current_epoch}")

@@ -1,0 +1,95 @@
+"""Two-view sampler on nnU-Net's prepared phantom data: recorded geometry reproduces each view exactly."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnssl_plugin.data.augment import global_view_transforms
+from nnssl_plugin.data.two_view import TwoViewDataLoader
+from nnssl_plugin.ops.regions import overlap
+
+UNL = "Dataset990_PhantomUnlabelled"
+
+
+def _sampler(world, configuration="3d_cpu", plans="nnsslPretrainPlans", transforms=None, batch=3):
+    root = world.preprocessed / UNL
+    pm = PlansManager(str(root / f"{plans}.json"))
+    config = pm.get_configuration(configuration)
+    folder = str(root / config.data_identifier)
+    dataset = infer_dataset_class(folder)(folder)
+    lm = pm.get_label_manager(json.loads((root / "dataset.json").read_text()))
+    return dataset, TwoViewDataLoader(dataset, batch, config.patch_size, lm, transforms), config
+
+
+def _expected_view(data, start, mirror, patch):
+    bbox = [[int(s), int(s) + p] for s, p in zip(start, patch)]
+    crop = torch.from_numpy(crop_and_pad_nd(np.asarray(data), bbox, 0)).float()
+    flip = [a + 1 for a in range(len(mirror)) if mirror[a]]
+    return crop.flip(flip) if flip else crop
+
+
+def test_views_are_the_recorded_crops_and_flips(world):
+    np.random.seed(0)
+    dataset, loader, config = _sampler(world)
+    for _ in range(3):
+        batch = next(loader)
+        assert batch["view1"].shape == (3, 1, *config.patch_size) == batch["view2"].shape
+        for j, key in enumerate(batch["keys"]):
+            data = dataset.load_case(key)[0]
+            for v in ("1", "2"):
+                expected = _expected_view(data, batch["start" + v][j], batch["mirror" + v][j], config.patch_size)
+                assert torch.equal(batch["view" + v][j], expected)
+            shift = (batch["start2"][j] - batch["start1"][j]).numpy()
+            assert np.all(np.abs(shift) <= np.array(config.patch_size) // 2)
+            overlap(batch["start1"][j], batch["start2"][j], config.patch_size)  # never disjoint
+
+
+def test_mirroring_and_offsets_actually_vary(world):
+    np.random.seed(1)
+    _, loader, _ = _sampler(world)
+    batches = [next(loader) for _ in range(6)]
+    mirrors = torch.cat([b["mirror1"] for b in batches] + [b["mirror2"] for b in batches])
+    shifts = torch.cat([b["start2"] - b["start1"] for b in batches])
+    assert 0 < mirrors.float().mean() < 1
+    assert len({tuple(s.tolist()) for s in shifts}) > 10
+
+
+def test_augmented_views_keep_shape_and_differ_from_the_crop(world):
+    np.random.seed(2)
+    torch.manual_seed(2)
+    _, loader, config = _sampler(world, transforms=global_view_transforms())
+    batch = next(loader)
+    assert batch["view1"].shape == (3, 1, *config.patch_size) and batch["view1"].dtype == torch.float32
+    assert torch.isfinite(batch["view1"]).all()
+
+
+def test_2d_views_share_the_slice_and_record_in_plane_geometry(in_world):
+    from nnssl_plugin.data.prepare import prepare_unlabelled
+
+    root = in_world.preprocessed / UNL
+    if not (root / "nnsslPretrain2d.json").exists():
+        prepare_unlabelled(990, 991, configuration="2d", plans_name="nnsslPretrain2d", log=lambda *_: None)
+    np.random.seed(3)
+    dataset, loader, config = _sampler(in_world, "2d", "nnsslPretrain2d", batch=2)
+    batch = next(loader)
+    assert batch["view1"].shape == (2, 1, *config.patch_size) and batch["start1"].shape == (2, 2)
+    for j, key in enumerate(batch["keys"]):
+        data = np.asarray(dataset.load_case(key)[0])  # (c, z, y, x)
+        view = batch["view1"][j]
+        matches = []
+        for z in range(data.shape[1]):
+            expected = _expected_view(data[:, z], batch["start1"][j], batch["mirror1"][j], config.patch_size)
+            matches.append(torch.equal(view, expected))
+        assert any(matches), "view 1 is the recorded in-plane crop of some slice"
+
+
+def test_shift_must_keep_views_overlapping(world):
+    dataset, _, config = _sampler(world)
+    with pytest.raises(ValueError, match="so that the views overlap"):
+        TwoViewDataLoader(dataset, 2, config.patch_size, None, max_shift=1.0)

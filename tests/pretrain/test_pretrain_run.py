@@ -1,0 +1,73 @@
+"""Pretraining through nnU-Net's loop: a short moco_zca run writes every output; --c resumes exactly."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from nnssl_plugin.pretrain import registry
+
+UNL = "Dataset990_PhantomUnlabelled"
+
+
+@pytest.mark.slow
+def test_short_moco_zca_run_writes_checkpoint_plots_log_and_weights(world):
+    world.run("nnssl_pretrain", "-d", "990", "-m", "moco_zca", "-c", "3d_cpu", "-device", "cpu", "--epochs", "3",
+              "--iters", "10")
+    fold = (world.root / "nnUNet_results" / UNL /
+            "nnsslPretrainer_moco_zca_3epochs_10iters__nnsslPretrainPlans__3d_cpu" / "fold_all")
+    for name in ("checkpoint_final.pth", "progress.png", "spectrum.png", "pretrained_weights.pth"):
+        assert (fold / name).is_file(), name
+    log_text = next(fold.glob("training_log_*.txt")).read_text()
+    assert "effective rank raw" in log_text and "whitened" in log_text
+    checkpoint = torch.load(fold / "checkpoint_final.pth", weights_only=True)
+    log = checkpoint["logging"]
+    for key in ("train_losses", "val_losses", "loss_global", "loss_local", "erank_raw", "erank_whitened"):
+        assert len(log[key]) == 3 and all(math.isfinite(v) for v in log[key]), key
+    weights = torch.load(fold / "pretrained_weights.pth", weights_only=True)
+    assert weights["method"] == "moco_zca" and weights["pretrained_prefixes"] == ["encoder"]
+    assert all(k.startswith("encoder.") for k in weights["network_weights"])
+    groups, per, _ = weights["whitening"]["w"].shape
+    assert groups * per == 80 and weights["whitening"]["mean"].shape == (groups, per)
+    assert weights["plans"]["configuration"] == "3d_cpu" and weights["training"]["epochs"] == 3
+
+
+def _trainer(world, name):
+    root = world.preprocessed / UNL
+    plans = json.loads((root / "nnsslPretrainPlans.json").read_text())
+    plans["continue_training"] = False
+    dataset_json = json.loads((root / "dataset.json").read_text())
+    return registry.trainer_class(name)(plans, "3d_cpu", "all", dataset_json, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("method", ["moco", "moco_zca"])
+def test_resume_from_a_checkpoint_gives_the_uninterrupted_next_step(in_world, tmp_path, monkeypatch, method):
+    """Save after 2 steps; a fresh trainer that loads the checkpoint computes the same 3rd-step loss, and holds
+    the same queue, pointer, key encoder and whitening buffers."""
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    name = f"nnsslPretrainer_{method}_2epochs_4iters_seed5"
+    first = _trainer(in_world, name)
+    first.on_train_start()
+    first.on_epoch_start()
+    first.on_train_epoch_start()
+    for _ in range(2):
+        first.train_step(next(first.dataloader_train))
+    checkpoint = tmp_path / "checkpoint_latest.pth"
+    first.save_checkpoint(str(checkpoint))
+    saved_state = {k: v.clone() for k, v in first.ssl_network.state_dict().items()}
+    expected = first.train_step(next(first.dataloader_train))
+    first.on_train_end()
+
+    second = _trainer(in_world, name)
+    second.load_checkpoint(str(checkpoint))
+    for key, value in second.ssl_network.state_dict().items():
+        assert torch.equal(value, saved_state[key]), key
+    assert int(second.ssl_network.queue.ptr) == 4
+    second.on_train_start()
+    second.on_epoch_start()
+    second.on_train_epoch_start()
+    got = second.train_step(next(second.dataloader_train))
+    assert got["loss"] == expected["loss"]
+    second.on_train_end()

@@ -1,0 +1,45 @@
+"""Pretraining trainers are found by name through nnU-Net's own lookup and the extTrainer shim."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+from nnssl_plugin.ext_trainers import ext_trainer_folder, with_ext_trainer_folder
+from nnssl_plugin.pretrain import registry
+from nnssl_plugin.pretrain.trainer import nnsslPretrainer
+
+
+def test_names_carry_method_length_and_seed():
+    assert registry.trainer_name("moco_zca", 3, 10, 1) == "nnsslPretrainer_moco_zca_3epochs_10iters_seed1"
+    cls = registry.trainer_class("nnsslPretrainer_moco_zca_3epochs_10iters_seed1")
+    assert issubclass(cls, nnsslPretrainer)
+    assert (cls.method_config.method, cls.epochs, cls.iterations, cls.seed) == ("moco_zca", 3, 10, 1)
+    plain = registry.trainer_class("nnsslPretrainer_moco")
+    assert (plain.method_config.method, plain.epochs, plain.iterations, plain.seed) == ("moco", None, None, None)
+
+
+@pytest.mark.parametrize("name", ["nnsslPretrainer_mocoo", "nnsslPretrainer_moco_3iters_2epochs", "nnsslPretrainer_"])
+def test_invalid_names_are_not_trainers(name):
+    with pytest.raises(AttributeError):
+        getattr(registry, name)
+
+
+def test_classes_pickle_by_name():
+    cls = registry.trainer_class("nnsslPretrainer_moco_2epochs")
+    assert pickle.loads(pickle.dumps(cls)) is cls
+
+
+def test_nnunet_finds_variants_through_the_ext_trainer_shim(monkeypatch):
+    monkeypatch.setenv("nnUNet_extTrainer", with_ext_trainer_folder("/some/user/folder"))
+    found = recursive_find_trainer_class_by_name("nnsslPretrainer_moco_zca_7epochs_seed3")
+    assert found is registry.trainer_class("nnsslPretrainer_moco_zca_7epochs_seed3")
+    assert [p.name for p in ext_trainer_folder().iterdir() if p.suffix == ".py"] == ["nnssl_plugin_trainer_shim.py"]
+
+
+def test_ext_trainer_value_keeps_the_users_folders_first():
+    ours = str(ext_trainer_folder())
+    assert with_ext_trainer_folder(None) == ours
+    assert with_ext_trainer_folder("/a:/b") == f"/a:/b:{ours}"
+    assert with_ext_trainer_folder(f"/a:{ours}") == f"/a:{ours}"
