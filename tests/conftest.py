@@ -83,3 +83,10 @@ def fresh_world(tmp_path, monkeypatch) -> World:
 
 def copy_dataset(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst)
+
+
+@pytest.fixture(scope="session")
+def world_2d(world) -> World:
+    """The world with Dataset990 also prepared for the 2d configuration, under plans 'nnsslPretrain2d'."""
+    world.run("nnssl_prepare", "-d", "990", "-t", "991", "-c", "2d", "--plans-name", "nnsslPretrain2d", "-np", "1")
+    return world

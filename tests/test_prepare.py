@@ -103,9 +103,8 @@ def test_arrays_equal_nnunet_preprocessing_of_the_same_images(in_world):
             assert np.array_equal(np.asarray(props_a[key]), np.asarray(props_b[key])), key
 
 
-def test_2d_configuration_prepares_and_loads(in_world):
-    prepare_unlabelled(990, 991, configuration="2d", plans_name="nnsslPretrain2d", log=lambda *_: None)
-    root = in_world.preprocessed / UNL
+def test_2d_configuration_prepares_and_loads(world_2d):
+    root = world_2d.preprocessed / UNL
     _, loader, config = _loader(root, "nnsslPretrain2d", "2d", batch_size=3)
     assert (root / "nnsslPretrain2d_2d").is_dir()
     assert tuple(next(loader)["data"].shape) == (3, 1, *config.patch_size)

@@ -69,14 +69,9 @@ def test_augmented_views_keep_shape_and_differ_from_the_crop(world):
     assert torch.isfinite(batch["view1"]).all()
 
 
-def test_2d_views_share_the_slice_and_record_in_plane_geometry(in_world):
-    from nnssl_plugin.data.prepare import prepare_unlabelled
-
-    root = in_world.preprocessed / UNL
-    if not (root / "nnsslPretrain2d.json").exists():
-        prepare_unlabelled(990, 991, configuration="2d", plans_name="nnsslPretrain2d", log=lambda *_: None)
+def test_2d_views_share_the_slice_and_record_in_plane_geometry(world_2d):
     np.random.seed(3)
-    dataset, loader, config = _sampler(in_world, "2d", "nnsslPretrain2d", batch=2)
+    dataset, loader, config = _sampler(world_2d, "2d", "nnsslPretrain2d", batch=2)
     batch = next(loader)
     assert batch["view1"].shape == (2, 1, *config.patch_size) and batch["start1"].shape == (2, 2)
     for j, key in enumerate(batch["keys"]):
