@@ -55,11 +55,12 @@ def make_world(root: Path) -> World:
 @pytest.fixture(scope="session")
 def world(tmp_path_factory) -> World:
     """Dataset990 (6 unlabelled) and Dataset991 (6 labelled) phantoms; 991 planned + preprocessed by nnU-Net
-    (3d_fullres) with the 3d_cpu configuration added; 990 prepared with nnssl_prepare."""
+    (3d_fullres) with the 3d_cpu and 2d_cpu configurations added; 990 prepared with nnssl_prepare."""
     w = make_world(tmp_path_factory.mktemp("world"))
     w.run("nnssl_demo_data", "--num-unlabelled", "6", "--num-labelled", "6")
     w.run("nnUNetv2_plan_and_preprocess", "-d", "991", "-c", "3d_fullres", "-np", "2", "-npfp", "2")
     w.run("nnssl_add_cpu_config", "-d", "991")
+    w.run("nnssl_add_cpu_config", "-d", "991", "-c", "2d", "--name", "2d_cpu", "--batch-size", "4")
     w.run("nnssl_prepare", "-d", "990", "-t", "991", "-np", "1")
     return w
 
@@ -89,4 +90,14 @@ def copy_dataset(src: Path, dst: Path) -> None:
 def world_2d(world) -> World:
     """The world with Dataset990 also prepared for the 2d configuration, under plans 'nnsslPretrain2d'."""
     world.run("nnssl_prepare", "-d", "990", "-t", "991", "-c", "2d", "--plans-name", "nnsslPretrain2d", "-np", "1")
+    return world
+
+
+@pytest.fixture(scope="session")
+def world_resenc(world) -> World:
+    """The world with ResEnc-M plans for 991 (nnU-Net's planner, plus 3d_cpu) and 990 prepared on them."""
+    world.run("nnUNetv2_plan_experiment", "-d", "991", "-pl", "nnUNetPlannerResEncM")
+    world.run("nnssl_add_cpu_config", "-d", "991", "-p", "nnUNetResEncUNetMPlans")
+    world.run("nnssl_prepare", "-d", "990", "-t", "991", "-p", "nnUNetResEncUNetMPlans", "--plans-name",
+              "nnsslPretrainResEnc", "-np", "1")
     return world

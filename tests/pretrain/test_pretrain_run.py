@@ -14,8 +14,9 @@ UNL = "Dataset990_PhantomUnlabelled"
 
 @pytest.mark.slow
 def test_short_moco_zca_run_writes_checkpoint_plots_log_and_weights(world):
-    world.run("nnssl_pretrain", "-d", "990", "-m", "moco_zca", "-c", "3d_cpu", "-device", "cpu", "--epochs", "3",
-              "--iters", "10")
+    result = world.run("nnssl_pretrain", "-d", "990", "-m", "moco_zca", "-c", "3d_cpu", "-device", "cpu",
+                       "--epochs", "3", "--iters", "10", "--c")
+    assert "--c found no checkpoint" in result.stdout and "starting a fresh run" in result.stdout
     fold = (world.root / "nnUNet_results" / UNL /
             "nnsslPretrainer_moco_zca_3epochs_10iters__nnsslPretrainPlans__3d_cpu" / "fold_all")
     for name in ("checkpoint_final.pth", "progress.png", "spectrum.png", "pretrained_weights.pth"):
@@ -71,3 +72,23 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_next_step(in_world, tm
     got = second.train_step(next(second.dataloader_train))
     assert got["loss"] == expected["loss"]
     second.on_train_end()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture,plans,configuration,method", [
+    ("world_2d", "nnsslPretrain2d", "2d_cpu", "moco_zca"),
+    ("world_resenc", "nnsslPretrainResEnc", "3d_cpu", "moco_zca"),
+])
+def test_2d_and_residual_encoder_plans_pretrain(request, fixture, plans, configuration, method):
+    w = request.getfixturevalue(fixture)
+    w.run("nnssl_pretrain", "-d", "990", "-m", method, "-c", configuration, "-p", plans, "-device", "cpu",
+          "--epochs", "1", "--iters", "4")
+    fold = w.root / "nnUNet_results" / UNL / f"nnsslPretrainer_{method}_1epochs_4iters__{plans}__{configuration}" / \
+        "fold_all"
+    weights = torch.load(fold / "pretrained_weights.pth", weights_only=True)
+    arch = json.loads((w.preprocessed / UNL / f"{plans}.json").read_text())
+    assert weights["plans"]["architecture"]["network_class_name"] == \
+        (arch["configurations"][configuration].get("architecture") or
+         arch["configurations"][arch["configurations"][configuration]["inherits_from"]]["architecture"]
+         )["network_class_name"]
+    assert all(torch.isfinite(v).all() for v in weights["network_weights"].values() if v.is_floating_point())

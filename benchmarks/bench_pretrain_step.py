@@ -1,0 +1,139 @@
+"""Pretraining step and loader cost as ratios against nnU-Net's own supervised step and loader, same plans.
+
+Usage (after `make demo`, which leaves the phantom datasets in ./nnssl_demo_work):
+    .venv/bin/python benchmarks/bench_pretrain_step.py [--work-dir nnssl_demo_work] [-c 3d_cpu] [-m moco_zca]
+
+Measures, on the same network, patch and batch size:
+  - one training step of nnU-Net's nnUNetTrainer (labelled Dataset991) vs one pretraining step (Dataset990);
+  - the SSL-specific share of the pretraining step: the step minus the same encoder passes with a plain loss
+    (what remains is whitening, projector, queue/EMA, losses, region pooling);
+  - batches per second of nnU-Net's nnUNetDataLoader with its training transforms vs the two-view sampler, in one
+    process (per-worker throughput).
+Prints a markdown table. Timings are medians over repeats after warm-up; run on an idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def _median_time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _trainer(cls, root: Path, plans_name: str, configuration: str, fold):
+    plans = json.loads((root / f"{plans_name}.json").read_text())
+    plans["continue_training"] = False
+    dataset_json = json.loads((root / "dataset.json").read_text())
+    return cls(plans, configuration, fold, dataset_json, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def main() -> int:
+    quiet = io.StringIO()  # nnU-Net's trainers print their plans; keep the table readable
+    with contextlib.redirect_stdout(quiet):
+        table = run()
+    print(table)
+    return 0
+
+
+def run() -> str:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work-dir", default="nnssl_demo_work")
+    p.add_argument("-c", default="3d_cpu")
+    p.add_argument("-m", default="moco_zca")
+    p.add_argument("--repeats", type=int, default=20)
+    args = p.parse_args()
+    work = Path(args.work_dir).resolve()
+    if not (work / "nnUNet_preprocessed" / "Dataset990_PhantomUnlabelled").is_dir():
+        raise SystemExit(f"{work} holds no prepared demo data; run `make demo` first")
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        os.environ[var] = str(work / var)
+    os.environ["nnUNet_n_proc_DA"] = "0"
+
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnssl_plugin.data.augment import global_view_transforms
+    from nnssl_plugin.data.two_view import TwoViewDataLoader
+    from nnssl_plugin.modules.moco_net import first_stage
+    from nnssl_plugin.pretrain.registry import trainer_class
+
+    torch.manual_seed(0)
+    pre = work / "nnUNet_preprocessed"
+    supervised = _trainer(nnUNetTrainer, pre / "Dataset991_PhantomBTCV", "nnUNetPlans", args.c, 0)
+    supervised.on_train_start()
+    sup_batch = next(supervised.dataloader_train)
+    ssl = _trainer(trainer_class(f"nnsslPretrainer_{args.m}"), pre / "Dataset990_PhantomUnlabelled",
+                   "nnsslPretrainPlans", args.c, "all")
+    ssl.on_train_start()
+    ssl_batch = next(ssl.dataloader_train)
+    net = ssl.ssl_network
+    device = ssl.device
+
+    t_sup = _median_time(lambda: supervised.train_step(sup_batch), args.repeats)
+    t_ssl = _median_time(lambda: ssl.train_step(ssl_batch), args.repeats)
+
+    def encoder_passes_only():
+        v1, v2 = ssl_batch["view1"].to(device), ssl_batch["view2"].to(device)
+        ssl.optimizer.zero_grad(set_to_none=True)
+        loss = net.encoder(v1)[-1].float().mean()
+        if net.config.local_weight > 0:
+            loss = loss + first_stage(net.encoder, v2).float().mean()
+        with torch.no_grad():
+            net.key_encoder(v2)
+        loss.backward()
+        ssl.optimizer.step()
+
+    t_net = _median_time(encoder_passes_only, args.repeats)
+
+    dataset_tr, _ = supervised.get_tr_and_val_datasets()
+    cm = supervised.configuration_manager
+    rot, dummy_2d, initial_patch, mirror_axes = supervised.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    transforms = supervised.get_training_transforms(
+        cm.patch_size, rot, None, mirror_axes, dummy_2d, use_mask_for_norm=cm.use_mask_for_norm,
+        foreground_labels=supervised.label_manager.foreground_labels)
+    theirs = nnUNetDataLoader(dataset_tr, supervised.batch_size, initial_patch, cm.patch_size,
+                              supervised.label_manager, oversample_foreground_percent=0.33, transforms=transforms)
+    ssl_tr, _ = ssl.get_tr_and_val_datasets()
+    ours = TwoViewDataLoader(ssl_tr, ssl.batch_size, cm.patch_size, ssl.label_manager,
+                             global_view_transforms(len(cm.patch_size) == 2))
+    t_theirs = _median_time(lambda: next(theirs), args.repeats)
+    t_ours = _median_time(lambda: next(ours), args.repeats)
+    supervised.on_train_end()
+    ssl.on_train_end()
+
+    lines = []
+    device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    lines.append(f"configuration {args.c}, patch {cm.patch_size}, batch {ssl.batch_size}, method {args.m}, {device_name}")
+    lines.append("| measure | value |")
+    lines.append("| --- | --- |")
+    lines.append(f"| supervised nnU-Net step | {1000 * t_sup:.1f} ms |")
+    lines.append(f"| {args.m} pretraining step | {1000 * t_ssl:.1f} ms |")
+    lines.append(f"| ratio pretraining / supervised step (target <= 1.0) | {t_ssl / t_sup:.2f} |")
+    lines.append(f"| encoder passes alone (query fwd+bwd, key fwd, first stage of view 2) | {1000 * t_net:.1f} ms |")
+    lines.append(f"| SSL-specific work = step - encoder passes (target <= 5 % of the step) | {1000 * (t_ssl - t_net):.1f} ms "
+          f"({100 * (t_ssl - t_net) / t_ssl:.1f} %) |")
+    lines.append(f"| nnUNetDataLoader + nnU-Net training transforms | {1 / t_theirs:.1f} batches/s |")
+    lines.append(f"| two-view sampler + view transforms | {1 / t_ours:.1f} batches/s |")
+    lines.append(f"| ratio two-view / nnU-Net loader throughput (target >= 1.0) | {t_theirs / t_ours:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
