@@ -3,29 +3,18 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from nnssl_plugin.errors import NnsslError
+from nnssl_plugin.io_utils import atomic_write
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same folder, fsync, rename: a reader never sees half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through a temp file, fsync and rename (`atomic_write`): a reader never sees half a file."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def numpy_scalar_globals() -> list:

@@ -6,23 +6,28 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then rename over `path`."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call `write` on a temp file in the same folder, fsync, then rename over `path`: readers never see half a
+    file, and an interrupted write leaves the old file (if any) as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=4, sort_keys=False)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=4, sort_keys=False).encode()))
 
 
 def load_json(path: str | os.PathLike) -> Any:

@@ -2,8 +2,8 @@
 
 Stages in this release: generate the phantom datasets, plan and preprocess the labelled one with nnU-Net's own
 `nnUNetv2_plan_and_preprocess`, add the small CPU configuration, prepare the unlabelled one on the labelled one's
-plans, and load one batch of it through nnU-Net's own data loader. Pretraining, export, fine-tuning and the Dice
-table join the same command in later releases.
+plans, load one batch of it through nnU-Net's own data loader, and pretrain moco_zca on it for a few epochs on the
+CPU. Export, fine-tuning and the Dice table join the same command in later releases.
 
 Everything lands under --work-dir (nnUNet_raw, nnUNet_preprocessed, nnUNet_results), never in a user's own
 nnU-Net folders.
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-unlabelled", type=int, default=24, help="unlabelled phantom cases (default 24)")
     p.add_argument("--num-labelled", type=int, default=12, help="labelled phantom cases (default 12)")
     p.add_argument("-np", type=int, default=2, help="processes for preprocessing (default 2)")
+    p.add_argument("--epochs", type=int, default=3, help="pretraining epochs (default 3)")
+    p.add_argument("--iters", type=int, default=10, help="pretraining iterations per epoch (default 10)")
+    p.add_argument("-device", default="cpu", help="pretraining device (default cpu)")
     return p
 
 
@@ -94,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                      "nnUNetv2_plan_and_preprocess -d 991 -c 3d_fullres",
                      "nnssl_add_cpu_config -d 991 (configuration 3d_cpu)",
                      "nnssl_prepare -d 990 -t 991",
-                     "load a batch of Dataset990 with nnU-Net's nnUNetDataLoader"])
+                     "load a batch of Dataset990 with nnU-Net's nnUNetDataLoader",
+                     f"nnssl_pretrain -d 990 -m moco_zca -c 3d_cpu ({args.epochs} epochs x {args.iters} iterations)"])
     _prepare_work_dir(work)
     logs = work / "logs"
     logs.mkdir()
@@ -113,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     stages.next()
     shape = _load_one_batch(work)
     print(f"  nnUNetDataLoader batch from Dataset990: {shape} (batch, channel, z, y, x)")
+    stages.next()
+    _run(["nnssl_pretrain", "-d", "990", "-m", "moco_zca", "-c", "3d_cpu", "-device", args.device, "--epochs",
+          str(args.epochs), "--iters", str(args.iters)], logs / "pretrain_moco_zca.log")
+    run = (work / "nnUNet_results" / "Dataset990_PhantomUnlabelled" /
+           f"nnsslPretrainer_moco_zca_{args.epochs}epochs_{args.iters}iters__nnsslPretrainPlans__3d_cpu" / "fold_all")
+    print(f"  {_last_epoch_line(run)}")
+    print(f"  plots: {run / 'progress.png'}, {run / 'spectrum.png'}; weights: {run / 'pretrained_weights.pth'}")
 
     print(f"\ndone in {time.time() - stages.start:.0f} s. The demo's nnU-Net folders:")
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -120,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     print("With these set, nnU-Net's own commands work on the demo data, e.g.\n"
           "  nnUNetv2_train 991 3d_cpu 0 -tr nnUNetTrainer_1epoch -device cpu")
     return 0
+
+
+def _last_epoch_line(run: Path) -> str:
+    """The last 'pretext top-1 ... effective rank ...' line of the run's nnU-Net training log."""
+    logs = sorted(run.glob("training_log_*.txt"))
+    lines = [line for line in logs[-1].read_text().splitlines() if "effective rank" in line] if logs else []
+    return lines[-1].split(": ", 1)[-1] if lines else "(no epoch logged)"
 
 
 def _check(code: int) -> None:

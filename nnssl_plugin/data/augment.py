@@ -2,8 +2,9 @@
 
 Only transforms that keep every voxel where it is (intensity, noise, blur, simulated low resolution): the views'
 geometry (crop offset and mirroring) is applied and recorded by the sampler, so correspondences stay exact.
-Probabilities are higher than nnU-Net's supervised ones: a pretext task whose views differ only slightly is solved
-within a few hundred steps (DESIGN §8).
+Probabilities are higher than nnU-Net's supervised ones (brightness and contrast almost always): a pretext task
+whose views differ only slightly is solved within a few hundred steps (DESIGN §8). Noise and blur, the costly
+ones, stay at 0.3 so that two views per case cost about what nnU-Net's loader spends on one.
 """
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ def global_view_transforms(is_2d: bool = False) -> BasicTransform:
     gamma. Input and output: `image` tensor (c, *spatial)."""
     return ComposeTransforms([
         RandomTransform(GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_channel=1,
-                                               synchronize_channels=True), apply_probability=0.5),
+                                               synchronize_channels=True), apply_probability=0.3),
         RandomTransform(GaussianBlurTransform(blur_sigma=(0.5, 1.5), synchronize_channels=False,
-                                              synchronize_axes=False, p_per_channel=1, benchmark=False),
-                        apply_probability=0.5),
+                                              synchronize_axes=False, p_per_channel=1, benchmark=True),
+                        apply_probability=0.3),
         RandomTransform(MultiplicativeBrightnessTransform(multiplier_range=BGContrast((0.7, 1.3)),
                                                           synchronize_channels=False, p_per_channel=1),
                         apply_probability=0.8),

@@ -23,7 +23,7 @@ from nnssl_plugin.losses.moco import moco_logits
 from nnssl_plugin.modules.ema import ema_update, frozen_copy_of
 from nnssl_plugin.modules.projector import ProjectionHead
 from nnssl_plugin.modules.queue import KeyQueue
-from nnssl_plugin.ops.regions import aligned_region_boxes, pool_boxes
+from nnssl_plugin.ops.regions import aligned_region_descriptors
 from nnssl_plugin.ops.whitening import zca_matrix
 
 
@@ -140,14 +140,12 @@ class MocoNetwork(nn.Module):
         """Region InfoNCE over all regions of the batch (negatives: other regions of this and other images)."""
         if start1 is None:
             raise ValueError("the local loss needs the views' geometry (start1, start2, mirror1, mirror2)")
-        size = f1.shape[2:]
-        grid = [self.config.local_grid] * len(size)
         d1, d2 = [], []
         for j in range(f1.shape[0]):
-            boxes1, boxes2 = aligned_region_boxes(start1[j].tolist(), start2[j].tolist(), size,
-                                                  mirror1[j].tolist(), mirror2[j].tolist(), grid)
-            d1.append(pool_boxes(f1[j], boxes1))  # (R, c)
-            d2.append(pool_boxes(f2[j], boxes2))
+            r1, r2 = aligned_region_descriptors(f1[j], f2[j], start1[j].tolist(), start2[j].tolist(),
+                                                mirror1[j].tolist(), mirror2[j].tolist(), self.config.local_grid)
+            d1.append(r1)  # (R, c)
+            d2.append(r2)
         d1 = F.normalize(torch.cat(d1).float(), dim=1)  # (n * R, c)
         d2 = F.normalize(torch.cat(d2).float(), dim=1)
         return local_region_infonce(d1, d2, self.config.local_temperature)
@@ -168,6 +166,10 @@ def build_moco_network(unet: nn.Module, config: MocoConfig, batch_size: int, pat
                        strides: Sequence[int]) -> MocoNetwork:
     """Wrap the planned U-Net's encoder (its decoder is not pretrained by MoCo and is not kept here)."""
     channels = unet.encoder.output_channels[-1]
+    if config.local_weight > 0 and min(patch_size) < 2 * config.local_grid - 1:
+        raise ValueError(f"patch {list(patch_size)} is too small for the local-loss grid of {config.local_grid} "
+                         f"regions per axis: the views' overlap (at least half a patch) needs every axis >= "
+                         f"{2 * config.local_grid - 1} voxels")
     positions = 1
     for p, s in zip(patch_size, strides):
         positions *= max(1, p // s)

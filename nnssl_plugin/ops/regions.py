@@ -2,11 +2,12 @@
 
 A view is a crop of the case: it starts at `start` (case voxel coordinates, per axis) and has size `size`; axes in
 `mirror` were flipped after cropping. A case voxel c lands in the view at v = c − start, or size − 1 − (c − start)
-on a mirrored axis. A box of case voxels therefore maps to a box of view voxels (reversed on mirrored axes), and
-average-pooling a box does not depend on its order: the same physical region gives the same descriptor in both
-views, whatever the flips.
+on a mirrored axis. So the views' overlap [lo, hi) is a box in each view; cut out and flipped back on the mirrored
+axes, both views' overlaps are in case orientation: index i on axis a is case voxel lo[a] + i in both. Pooling
+that tensor on a regular grid (one adaptive average pool, cheap in both directions of autograd) therefore gives,
+region by region, descriptors of the same physical voxels in both views.
 
-Shapes: start, size: (D,) ints; mirror: (D,) bools; a box: tuple of D slices into the view's spatial axes.
+Shapes: start, size: (D,) ints; mirror: (D,) bools; features (c, *spatial) with spatial == size.
 """
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-
-Box = tuple[slice, ...]
+import torch.nn.functional as F
 
 
 def overlap(start1: Sequence[int], start2: Sequence[int], size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -27,46 +27,34 @@ def overlap(start1: Sequence[int], start2: Sequence[int], size: Sequence[int]) -
     return lo, hi
 
 
-def case_box_to_view(lo: np.ndarray, hi: np.ndarray, start: Sequence[int], size: Sequence[int],
-                     mirror: Sequence[bool]) -> Box:
-    """The view-voxel box holding case voxels [lo, hi) of a view (start, size, mirror)."""
-    box = []
+def overlap_in_case_orientation(features: torch.Tensor, start: Sequence[int], mirror: Sequence[bool],
+                                lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
+    """The part of a view's feature map (c, *size) holding case voxels [lo, hi), un-mirrored: (c, *(hi - lo))."""
+    size = features.shape[1:]
+    box, flip = [], []
     for a in range(len(lo)):
         v_lo, v_hi = int(lo[a] - start[a]), int(hi[a] - start[a])
         if mirror[a]:
             v_lo, v_hi = int(size[a]) - v_hi, int(size[a]) - v_lo
+            flip.append(a + 1)
         box.append(slice(v_lo, v_hi))
-    return tuple(box)
+    crop = features[(slice(None), *box)]
+    return crop.flip(flip) if flip else crop
 
 
-def aligned_region_boxes(start1: Sequence[int], start2: Sequence[int], size: Sequence[int],
-                         mirror1: Sequence[bool], mirror2: Sequence[bool], grid: Sequence[int]
-                         ) -> tuple[list[Box], list[Box]]:
-    """Split the views' overlap into a `grid` of regions; return each region's box in view 1 and in view 2.
-
-    Raises ValueError when the overlap is smaller than the grid on some axis (say which and the minimum).
-    """
-    lo, hi = overlap(start1, start2, size)
+def aligned_region_descriptors(f1: torch.Tensor, f2: torch.Tensor, start1: Sequence[int], start2: Sequence[int],
+                               mirror1: Sequence[bool], mirror2: Sequence[bool], grid: int
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average of each view's features over a grid^D split of the views' overlap: two (grid^D, c) tensors whose
+    rows are the same physical regions. Raises ValueError when the overlap is smaller than the grid."""
+    lo, hi = overlap(start1, start2, f1.shape[1:])
     extent = hi - lo
-    if np.any(extent < np.asarray(grid)):
-        raise ValueError(f"overlap {extent.tolist()} voxels is smaller than the local-loss grid {list(grid)}; "
-                         f"use a coarser grid or a larger patch (at least the grid on every axis)")
-    edges = [np.linspace(lo[a], hi[a], grid[a] + 1).round().astype(np.int64) for a in range(len(grid))]
-    boxes1, boxes2 = [], []
-    for index in np.ndindex(*grid):
-        r_lo = np.array([edges[a][i] for a, i in enumerate(index)])
-        r_hi = np.array([edges[a][i + 1] for a, i in enumerate(index)])
-        boxes1.append(case_box_to_view(r_lo, r_hi, start1, size, mirror1))
-        boxes2.append(case_box_to_view(r_lo, r_hi, start2, size, mirror2))
-    return boxes1, boxes2
-
-
-def pool_boxes(features: torch.Tensor, boxes: Sequence[Box], scale: Sequence[int] | None = None) -> torch.Tensor:
-    """Average of `features` (c, *spatial) over each box; with `scale` (the feature map's stride per axis) the
-    view-voxel boxes are mapped onto the coarser grid (rounded outwards). Returns (len(boxes), c)."""
+    if np.any(extent < grid):
+        raise ValueError(f"overlap {extent.tolist()} voxels is smaller than the local-loss grid {grid} per axis; use "
+                         f"a coarser grid or a larger patch (at least {grid} voxels of overlap on every axis)")
+    pool = (F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[len(extent) - 2]
     out = []
-    for box in boxes:
-        if scale is not None:
-            box = tuple(slice(b.start // s, max(b.start // s + 1, -(-b.stop // s))) for b, s in zip(box, scale))
-        out.append(features[(slice(None), *box)].flatten(1).mean(dim=1))
-    return torch.stack(out)
+    for f, start, mirror in ((f1, start1, mirror1), (f2, start2, mirror2)):
+        crop = overlap_in_case_orientation(f, start, mirror, lo, hi)  # (c, *extent)
+        out.append(pool(crop[None], grid)[0].flatten(1).T)  # (grid^D, c)
+    return out[0], out[1]

@@ -78,3 +78,8 @@ def test_pretrained_state_loads_strictly_into_the_planned_unet_encoder():
     assert set(state) == {k for k in target if k.startswith("encoder.")}
     fresh = _unet()
     fresh.encoder.load_state_dict({k[len("encoder."):]: v for k, v in state.items()}, strict=True)
+
+
+def test_patch_too_small_for_the_local_grid_is_named():
+    with pytest.raises(ValueError, match=r"patch \[2, 16, 16\] is too small for the local-loss grid of 2 .* >= 3"):
+        build_moco_network(_unet(), method_config("moco_zca"), 2, (2, 16, 16), (1, 4, 4))
