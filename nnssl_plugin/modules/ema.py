@@ -8,8 +8,11 @@ from torch import nn
 @torch.no_grad()
 def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
     """Move `target`'s parameters towards `source`'s; buffers (e.g. norm statistics) are copied."""
-    for t, s in zip(target.parameters(), source.parameters(), strict=True):
-        t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
+    targets, sources = list(target.parameters()), [p.detach() for p in source.parameters()]
+    if len(targets) != len(sources):
+        raise ValueError("EMA between modules of different architecture")
+    torch._foreach_mul_(targets, momentum)  # one fused op over all tensors instead of a python loop
+    torch._foreach_add_(targets, sources, alpha=1.0 - momentum)
     for t, s in zip(target.buffers(), source.buffers(), strict=True):
         t.copy_(s)
 

@@ -140,14 +140,10 @@ class MocoNetwork(nn.Module):
         """Region InfoNCE over all regions of the batch (negatives: other regions of this and other images)."""
         if start1 is None:
             raise ValueError("the local loss needs the views' geometry (start1, start2, mirror1, mirror2)")
-        d1, d2 = [], []
-        for j in range(f1.shape[0]):
-            r1, r2 = aligned_region_descriptors(f1[j], f2[j], start1[j].tolist(), start2[j].tolist(),
-                                                mirror1[j].tolist(), mirror2[j].tolist(), self.config.local_grid)
-            d1.append(r1)  # (R, c)
-            d2.append(r2)
-        d1 = F.normalize(torch.cat(d1).float(), dim=1)  # (n * R, c)
-        d2 = F.normalize(torch.cat(d2).float(), dim=1)
+        d1, d2 = aligned_region_descriptors(f1, f2, start1.tolist(), start2.tolist(), mirror1.tolist(),
+                                            mirror2.tolist(), self.config.local_grid)  # (n, R, c) each
+        d1 = F.normalize(d1.flatten(0, 1).float(), dim=1)  # (n * R, c)
+        d2 = F.normalize(d2.flatten(0, 1).float(), dim=1)
         return local_region_infonce(d1, d2, self.config.local_temperature)
 
     @torch.no_grad()
