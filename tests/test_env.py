@@ -2,16 +2,25 @@
 from __future__ import annotations
 
 from nnssl_plugin.cli import env as env_cli
+from nnssl_plugin.ext_trainers import ext_trainer_folder
 
 
 def test_prints_exports_only_for_unset_variables(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("nnUNet_raw", "/my/raw")
     monkeypatch.delenv("nnUNet_preprocessed", raising=False)
     monkeypatch.delenv("nnUNet_results", raising=False)
+    monkeypatch.setenv("nnUNet_extTrainer", "/my/trainers")
     assert env_cli.main(["--root", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"export nnUNet_preprocessed={tmp_path / 'nnUNet_preprocessed'}",
-                     f"export nnUNet_results={tmp_path / 'nnUNet_results'}"]
+                     f"export nnUNet_results={tmp_path / 'nnUNet_results'}",
+                     f"export nnUNet_extTrainer=/my/trainers:{ext_trainer_folder()}"]
+
+
+def test_ext_trainer_path_appends_ours_to_the_users_folders(monkeypatch, capsys):
+    monkeypatch.setenv("nnUNet_extTrainer", "/a")
+    assert env_cli.main(["--ext-trainer-path"]) == 0
+    assert capsys.readouterr().out.strip() == f"/a:{ext_trainer_folder()}"
 
 
 def test_check_reports_each_missing_item_on_one_line(monkeypatch, tmp_path, capsys):

@@ -18,12 +18,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="parent folder for unset nnU-Net folders "
                                                 "(default ~/nnUNet_data)")
     p.add_argument("--check", action="store_true", help="report what is missing, one line each; exit 1 if any")
+    p.add_argument("--ext-trainer-path", action="store_true",
+                   help="print the value for nnUNet_extTrainer: your folders (if any) plus the plugin's trainers")
     return p
 
 
 def environment_lines(root: Path) -> list[str]:
-    """`export` lines for each nnU-Net folder variable that is unset (set ones are left as the user has them)."""
-    return [f"export {var}={shlex.quote(str(root / var))}" for var in NNUNET_VARIABLES if not os.environ.get(var)]
+    """`export` lines for each nnU-Net folder variable that is unset (set ones are left as the user has them), and
+    nnUNet_extTrainer with the plugin's trainer folder appended to the user's own."""
+    from nnssl_plugin.ext_trainers import ext_trainer_folder, with_ext_trainer_folder
+
+    lines = [f"export {var}={shlex.quote(str(root / var))}" for var in NNUNET_VARIABLES if not os.environ.get(var)]
+    current = os.environ.get("nnUNet_extTrainer")
+    if str(ext_trainer_folder()) not in (current or "").split(os.pathsep):
+        lines.append(f"export nnUNet_extTrainer={shlex.quote(with_ext_trainer_folder(current))}")
+    return lines
 
 
 def check_environment() -> list[str]:
@@ -48,6 +57,11 @@ def check_environment() -> list[str]:
 @cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.ext_trainer_path:
+        from nnssl_plugin.ext_trainers import with_ext_trainer_folder
+
+        print(with_ext_trainer_folder(os.environ.get("nnUNet_extTrainer")))
+        return 0
     if args.check:
         problems = check_environment()
         for line in problems:

@@ -23,8 +23,8 @@ from nnssl_plugin.losses.moco import moco_logits
 from nnssl_plugin.modules.ema import ema_update, frozen_copy_of
 from nnssl_plugin.modules.projector import ProjectionHead
 from nnssl_plugin.modules.queue import KeyQueue
+from nnssl_plugin.modules.whitening import RunningWhitening
 from nnssl_plugin.ops.regions import aligned_region_descriptors
-from nnssl_plugin.ops.whitening import zca_matrix
 
 
 def whitening_groups(channels: int, samples: int, min_samples_per_channel: float) -> int:
@@ -42,37 +42,6 @@ def first_stage(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if getattr(encoder, "stem", None) is not None:
         x = encoder.stem(x)
     return encoder.stages[0](x)
-
-
-class RunningWhitening(nn.Module):
-    """ZCA of channel vectors of a feature map: batch statistics in training (with gradient), running (mean, W)
-    buffers in evaluation. Shape: (n, c, *spatial) → same, fp32."""
-
-    def __init__(self, channels: int, groups: int, eps: float, momentum: float):
-        super().__init__()
-        self.groups, self.eps, self.momentum = groups, eps, momentum
-        per = channels // groups
-        self.register_buffer("mean", torch.zeros(groups, per))
-        self.register_buffer("w", torch.eye(per).repeat(groups, 1, 1))  # (groups, c/g, c/g)
-
-    def forward(self, x: torch.Tensor, update: bool = True) -> torch.Tensor:
-        """`update=False` whitens with the batch's statistics (training) without moving the running buffers."""
-        n, c = x.shape[:2]
-        flat = x.movedim(1, -1).reshape(-1, c)  # (n * positions, c)
-        out = []
-        for g, chunk in enumerate(flat.split(c // self.groups, dim=1)):
-            if self.training:
-                w, mean = zca_matrix(chunk, self.eps)
-                if update:
-                    with torch.no_grad():
-                        self.mean[g].lerp_(mean.detach().to(self.mean.dtype), self.momentum)
-                        self.w[g].lerp_(w.detach().to(self.w.dtype), self.momentum)
-            else:
-                w, mean = self.w[g], self.mean[g]
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                out.append((chunk.float() - mean.float()) @ w.float())
-        whitened = torch.cat(out, dim=1)  # (n * positions, c)
-        return whitened.reshape(n, *x.shape[2:], c).movedim(-1, 1)
 
 
 class MocoNetwork(nn.Module):

@@ -7,7 +7,8 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
 from nnssl_plugin.config import method_config
-from nnssl_plugin.modules.moco_net import RunningWhitening, build_moco_network, whitening_groups
+from nnssl_plugin.modules.moco_net import build_moco_network, whitening_groups
+from nnssl_plugin.modules.whitening import RunningWhitening
 
 
 def _unet():

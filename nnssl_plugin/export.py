@@ -1,0 +1,251 @@
+"""The weights contract (DESIGN §5): build, verify, write and read the target-specific export.
+
+`export_weights` turns a pretraining result (our pretrained-weights file, a checkpoint of ours, or a MIC-DKFZ nnssl
+checkpoint with an `nnssl_adaptation_plan`) into one file for a labelled target dataset: `network_weights`, a
+complete state dict of the target's planned U-Net (pretrained prefixes copied, everything else freshly initialised,
+so stock `nnUNetv2_train -pretrained_weights` accepts it too), plus metadata; and a copy of the target's plans,
+`nnsslPlans_<method>.json`, with a `pretrain_info` block naming the file and its sha256. The pretrained prefixes
+are read from the network class (`key_to_encoder`, `key_to_stem`), never hard-coded; the `decoder.encoder.*`
+aliases of the encoder tensors get the same values, since they win on load.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from nnssl_plugin.checkpoints import atomic_torch_save, safe_load
+from nnssl_plugin.errors import NnsslError
+from nnssl_plugin.io_utils import atomic_write_json
+from nnssl_plugin.pretrained import FORMAT as PRETRAINED_FORMAT
+from nnssl_plugin.pretrained import architecture_hash, package_versions
+
+EXPORT_FORMAT = "nnssl_export/1"
+
+
+@dataclass
+class TransferReport:
+    transferred: list[str] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{len(self.transferred)} tensors transferred, {len(self.fresh)} freshly initialised, "
+                f"{len(self.skipped)} skipped")
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_planned_network(plans: dict, configuration: str, num_input_channels: int, dataset_json: dict
+                          ) -> torch.nn.Module:
+    """The target's planned network, exactly as nnU-Net's trainer builds it (deep supervision off)."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pm = PlansManager(plans)
+    cm = pm.get_configuration(configuration)
+    heads = pm.get_label_manager(dataset_json).num_segmentation_heads
+    return get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                  cm.network_arch_init_kwargs_req_import, num_input_channels, heads,
+                                  allow_init=True, deep_supervision=False)
+
+
+def pretrained_prefixes(network: torch.nn.Module, encoder_only: bool) -> list[str]:
+    """State-dict prefixes that pretraining provides, from the class's own declarations."""
+    declared = [getattr(network, "key_to_encoder", None), getattr(network, "key_to_stem", None)]
+    prefixes = [p for p in declared if p]
+    if not prefixes:
+        raise NnsslError(f"{type(network).__name__} declares no key_to_encoder; only dynamic-network-architectures "
+                         f"U-Nets are supported")
+    prefixes = [p for p in prefixes if not any(p != q and p.startswith(q + ".") for q in prefixes)]
+    if not encoder_only:
+        prefixes.append("decoder")
+    return sorted(set(prefixes))
+
+
+def _matches(key: str, prefixes: list[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def transfer(target_state: dict[str, torch.Tensor], pretrained: dict[str, torch.Tensor], prefixes: list[str]
+             ) -> tuple[dict[str, torch.Tensor], TransferReport]:
+    """Copy the pretrained tensors under `prefixes` into a copy of `target_state`; `decoder.encoder.*` aliases get
+    the encoder's values. Shape mismatches name both shapes."""
+    state = dict(target_state)
+    report = TransferReport()
+    for key, value in pretrained.items():
+        if key.startswith("decoder.encoder."):
+            continue  # alias, filled from encoder.* below
+        if not _matches(key, prefixes) or key not in state:
+            report.skipped.append(key)
+            continue
+        if tuple(value.shape) != tuple(state[key].shape):
+            raise NnsslError(f"pretrained tensor {key} has shape {tuple(value.shape)} but the target network needs "
+                             f"{tuple(state[key].shape)}; the pretraining and target architectures differ")
+        state[key] = value.to(state[key].dtype).clone()
+        report.transferred.append(key)
+        alias = "decoder." + key
+        if key.startswith("encoder.") and alias in state:
+            state[alias] = state[key]
+    missing = [k for k in state if _matches(k, prefixes) and k not in pretrained and
+               not (k.startswith("decoder.encoder.") and k[len("decoder."):] in pretrained)]
+    if missing:
+        raise NnsslError(f"the pretrained weights lack {len(missing)} tensor(s) the target's {prefixes} need, e.g. "
+                         f"{missing[0]}; the pretraining and target architectures differ")
+    report.fresh = [k for k in state if k not in report.transferred and not k.startswith("decoder.encoder.")]
+    return state, report
+
+
+def first_architecture_difference(a: dict, b: dict, path: str = "") -> str | None:
+    """The first differing field of two architecture blocks, as a dotted path, or None if equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key.startswith("_"):
+                continue
+            if key not in a or key not in b:
+                return f"{path}{key}"
+            diff = first_architecture_difference(a[key], b[key], f"{path}{key}.")
+            if diff:
+                return diff
+        return None
+    return None if a == b else path.rstrip(".")
+
+
+@dataclass
+class Source:
+    """What an export reads: the pretrained tensors (keyed as in the planned U-Net) and their provenance."""
+    method: str
+    state: dict[str, torch.Tensor]
+    encoder_only: bool
+    architecture: dict | None  # {"network_class_name", "arch_kwargs", ...} of the pretraining plans
+    num_input_channels: int | None
+    provenance: dict
+    whitening: dict | None = None
+
+
+def read_source(path: str | Path) -> Source:
+    """Read a pretrained-weights file, a checkpoint of ours, or a MIC-DKFZ nnssl checkpoint (safe load)."""
+    payload = safe_load(path)
+    if not isinstance(payload, dict):
+        raise NnsslError(f"{path} holds no dict of weights")
+    if payload.get("format") == PRETRAINED_FORMAT:
+        return Source(payload["method"], payload["network_weights"], payload["pretrained_prefixes"] == ["encoder"],
+                      payload["plans"]["architecture"], payload["num_input_channels"],
+                      {"source_plans": payload["plans"], "training": payload["training"],
+                       "pretraining_versions": payload["versions"]}, payload.get("whitening"))
+    if "nnssl_adaptation_plan" in payload:  # MIC-DKFZ nnssl checkpoint
+        plan = payload["nnssl_adaptation_plan"]
+        arch = plan["architecture_plans"]
+        encoder_key = plan.get("key_to_encoder", "encoder.stages")
+        encoder_only = not any(k.startswith("decoder.") and not k.startswith("decoder.encoder.")
+                               for k in payload["network_weights"])
+        return Source("nnssl", payload["network_weights"], encoder_only,
+                      {"network_class_name": arch["arch_class_name"], "arch_kwargs": arch["arch_kwargs"]},
+                      plan.get("pretrain_num_input_channels"),
+                      {"source": "MIC-DKFZ nnssl checkpoint", "key_to_encoder": encoder_key})
+    if "network_weights" in payload and "trainer_name" in payload:  # our checkpoint_latest / _final
+        weights = payload["network_weights"]
+        encoder = {k: v for k, v in weights.items() if k.startswith("encoder.")}
+        if not encoder:
+            raise NnsslError(f"{path} is an nnU-Net checkpoint without pretraining encoder weights")
+        whitening = None
+        if "whitening.w" in weights:
+            whitening = {"mean": weights["whitening.mean"], "w": weights["whitening.w"],
+                         "groups": int(weights["whitening.w"].shape[0]), "eps": None}
+        plans = payload["init_args"]["plans"]
+        configuration = payload["init_args"]["configuration"]
+        from nnssl_plugin.plans import resolve_configuration
+
+        arch = resolve_configuration(plans, configuration)["architecture"]
+        method = payload["trainer_name"].removeprefix("nnsslPretrainer_").split("_")[0]
+        if payload["trainer_name"].startswith("nnsslPretrainer_moco_zca"):
+            method = "moco_zca"
+        return Source(method, encoder, True, arch, None,
+                      {"source_checkpoint": str(path), "epochs": payload["current_epoch"]}, whitening)
+    raise NnsslError(f"{path} is neither an nnssl_plugin weights file or checkpoint nor an nnssl checkpoint "
+                     f"(no nnssl_adaptation_plan)")
+
+
+def check_architecture(source: Source, target_arch: dict, target_channels: int) -> None:
+    if source.architecture is not None:
+        ours = {"network_class_name": source.architecture.get("network_class_name"),
+                "arch_kwargs": source.architecture.get("arch_kwargs")}
+        theirs = {"network_class_name": target_arch.get("network_class_name"),
+                  "arch_kwargs": target_arch.get("arch_kwargs")}
+        diff = first_architecture_difference(ours, theirs)
+        if diff is not None:
+            raise NnsslError(f"the target's architecture differs from the pretraining one at '{diff}'; export to a "
+                             f"target whose plans share the pretraining architecture (pretrain on the target's "
+                             f"plans with nnssl_prepare -t)")
+    if source.num_input_channels is not None and source.num_input_channels != target_channels:
+        raise NnsslError(f"the pretrained network has {source.num_input_channels} input channel(s), the target "
+                         f"{target_channels}; pretrain on images with the target's channels")
+
+
+def export_weights(source: Source, target_plans: dict, configuration: str, dataset_json: dict,
+                   weights_path: Path, plans_path: Path, plans_name: str, source_dataset: str) -> TransferReport:
+    """Build, verify and write the export (weights file, then plans). Both written atomically."""
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnssl_plugin.plans import resolve_configuration
+
+    pm = PlansManager(target_plans)
+    cm = pm.get_configuration(configuration)
+    channels = determine_num_input_channels(pm, cm, dataset_json)
+    resolved = resolve_configuration(target_plans, configuration)
+    check_architecture(source, resolved["architecture"], channels)
+    network = build_planned_network(target_plans, configuration, channels, dataset_json)
+    prefixes = pretrained_prefixes(network, source.encoder_only)
+    state, report = transfer(network.state_dict(), source.state, prefixes)
+    verify = build_planned_network(target_plans, configuration, channels, dataset_json)
+    verify.load_state_dict(state, strict=True)
+    loaded = verify.state_dict()
+    for key in report.transferred:  # the strict load kept every pretrained tensor (aliases agree)
+        if not torch.equal(loaded[key], state[key]):
+            raise NnsslError(f"verification failed: {key} did not survive a strict load")
+    adaptation_plan = {
+        "architecture_plans": {"arch_class_name": resolved["architecture"]["network_class_name"],
+                               "arch_kwargs": resolved["architecture"]["arch_kwargs"]},
+        "pretrain_plan": source.provenance.get("source_plans"),
+        "pretrain_num_input_channels": channels,
+        "recommended_downstream_patchsize": list(resolved["patch_size"]),
+        "key_to_encoder": getattr(network, "key_to_encoder", None),
+        "key_to_stem": getattr(network, "key_to_stem", None),
+        "keys_to_in_proj": list(getattr(network, "keys_to_in_proj", ()) or ()),
+        "key_to_lpe": None,
+    }
+    payload = {
+        "format": EXPORT_FORMAT,
+        "network_weights": {k: v.detach().cpu() for k, v in state.items()},
+        "method": source.method,
+        "pretrained_prefixes": prefixes,
+        "source_dataset": source_dataset,
+        "target_plans": {"plans_name": plans_name, "configuration": configuration,
+                         "architecture_sha256": architecture_hash(resolved["architecture"])},
+        "provenance": source.provenance,
+        "whitening": source.whitening,
+        "versions": package_versions(),
+        "nnssl_adaptation_plan": adaptation_plan,
+    }
+    atomic_torch_save(payload, weights_path)
+    plans = copy.deepcopy(target_plans)
+    plans["plans_name"] = plans_name
+    plans["pretrain_info"] = {"weights": str(weights_path.resolve()), "sha256": sha256_of(weights_path),
+                              "method": source.method, "pretrained_prefixes": prefixes,
+                              "configuration": configuration, "source_dataset": source_dataset,
+                              "whitening": source.whitening is not None,
+                              "whitening_shape": (list(source.whitening["w"].shape[:2]) if source.whitening
+                                                  else None),
+                              "architecture_sha256": architecture_hash(resolved["architecture"])}
+    atomic_write_json(plans_path, plans)
+    return report

@@ -1,0 +1,51 @@
+"""Linear probe over a frozen U-Net's multi-scale features (DESIGN §6, nnUNetTrainerSSLLinear).
+
+Per level a 1×1(×1) convolution to the classes, upsampled (linear interpolation) to the input size, summed: a
+linear map of the features at every voxel. Levels are the encoder stages (encoder-pretrained methods) or the
+bottleneck plus every decoder stage output (encoder+decoder methods). Only the probe is trainable.
+
+Shape: x (n, c_in, *spatial) → logits (n, classes, *spatial).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LinearProbeNetwork(nn.Module):
+    def __init__(self, unet: nn.Module, num_classes: int, levels: str = "encoder"):
+        super().__init__()
+        if levels not in ("encoder", "decoder"):
+            raise ValueError(f"levels must be 'encoder' or 'decoder', got {levels!r}")
+        self.unet, self.levels = unet, levels
+        for p in self.unet.parameters():
+            p.requires_grad_(False)
+        conv = unet.encoder.conv_op
+        channels = list(unet.encoder.output_channels)
+        if levels == "decoder":
+            channels = [channels[-1], *reversed(channels[:-1])]  # bottleneck, then decoder stages coarse to fine
+        self.probes = nn.ModuleList(conv(c, num_classes, kernel_size=1) for c in channels)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        skips = self.unet.encoder(x)
+        if self.levels == "encoder":
+            return skips
+        out, captured = [skips[-1]], []
+        handles = [stage.register_forward_hook(lambda m, i, o: captured.append(o)) for stage in self.unet.decoder.stages]
+        try:
+            self.unet.decoder(skips)
+        finally:
+            for h in handles:
+                h.remove()
+        return out + captured
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[2:]
+        mode = "trilinear" if len(size) == 3 else "bilinear"
+        logits = 0
+        for probe, feature in zip(self.probes, self.features(x)):
+            y = probe(feature)
+            logits = logits + (y if y.shape[2:] == size else F.interpolate(y, size=size, mode=mode,
+                                                                             align_corners=False))
+        return logits

@@ -1,0 +1,46 @@
+"""Every trainer of the plugin by name, for nnU-Net's lookup through the nnUNet_extTrainer shim.
+
+Downstream: `nnUNetTrainerSSL{Init,Scratch,FrozenEncoder,Linear}[_<N>epochs][_<M>iters][_seed<K>]`; pretraining:
+`nnsslPretrainer_<method>[...]` (delegated to the pretraining registry). A variant is a subclass made on first use
+with the length and seed as class attributes — a name, not a copy of a class; `__module__` points here so that
+pickle (spawned DDP workers) finds it by name again.
+"""
+from __future__ import annotations
+
+import re
+
+from nnssl_plugin.nnunet_trainers import ssl_trainers
+
+BASES = {name: getattr(ssl_trainers, name) for name in (
+    "nnUNetTrainerSSLInit", "nnUNetTrainerSSLScratch", "nnUNetTrainerSSLFrozenEncoder", "nnUNetTrainerSSLLinear")}
+_NAME = re.compile(rf"^(?P<base>{'|'.join(sorted(BASES, key=len, reverse=True))})"
+                   r"(?:_(?P<epochs>\d+)epochs)?(?:_(?P<iters>\d+)iters)?(?:_seed(?P<seed>\d+))?$")
+_CACHE: dict[str, type] = {}
+
+
+def trainer_class(name: str) -> type:
+    if name.startswith("nnsslPretrainer_"):
+        from nnssl_plugin.pretrain.registry import trainer_class as pretrainer_class
+
+        return pretrainer_class(name)
+    if name in BASES:
+        return BASES[name]
+    if name in _CACHE:
+        return _CACHE[name]
+    match = _NAME.match(name)
+    if match is None:
+        raise AttributeError(name)
+    attrs = {"epochs": int(match["epochs"]) if match["epochs"] else None,
+             "iterations": int(match["iters"]) if match["iters"] else None,
+             "seed": int(match["seed"]) if match["seed"] else None,
+             "__module__": __name__, "__qualname__": name}
+    cls = type(name, (BASES[match["base"]],), attrs)
+    _CACHE[name] = cls
+    return cls
+
+
+def __getattr__(name: str) -> type:
+    try:
+        return trainer_class(name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
