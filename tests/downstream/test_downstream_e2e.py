@@ -78,6 +78,35 @@ def test_fine_tune_predict_and_evaluate_through_nnunet(exported, tmp_path):
                  str(fold.parent / "plans.json"))
     summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
     assert len(summary["mean"]) == 13
+    _predictor_network_is_the_trained_one(exported, fold)
+
+
+def _predictor_network_is_the_trained_one(world, fold):
+    """nnUNetv2_predict's network (rebuilt from the plans by the trainer class, checkpoint loaded strictly) computes
+    encoder -> exported whitening -> decoder with the trained weights."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(device=torch.device("cpu"), perform_everything_on_device=False, verbose=False)
+    predictor.initialize_from_trained_model_folder(str(fold.parent), (0,), "checkpoint_final.pth")
+    network = predictor.network
+    network.load_state_dict(predictor.list_of_parameters[0])
+    trained = torch.load(fold / "checkpoint_final.pth", weights_only=False)["network_weights"]
+    whitening = _exported_weights(world)["whitening"]
+    assert torch.equal(trained["bottleneck_whitening.w"], whitening["w"]), "whitening stays frozen in training"
+    plain = build_planned_network(json.loads((fold.parent / "plans.json").read_text()), "3d_cpu", 1,
+                                  json.loads((fold.parent / "dataset.json").read_text()))
+    plain.load_state_dict({k: v for k, v in trained.items() if not k.startswith("bottleneck_")})
+    x = torch.randn(1, 1, 16, 48, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        skips = plain.encoder(x)
+        b = skips[-1]
+        groups, per, _ = whitening["w"].shape
+        flat = b.movedim(1, -1).reshape(-1, groups * per)
+        white = torch.cat([(flat[:, g * per:(g + 1) * per] - whitening["mean"][g]) @ whitening["w"][g]
+                           for g in range(groups)], dim=1).reshape(1, *b.shape[2:], groups * per).movedim(-1, 1)
+        expected = plain.decoder([*skips[:-1], white])
+        got = network.eval()(x)
+    assert torch.allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.slow
