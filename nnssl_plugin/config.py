@@ -31,3 +31,13 @@ def method_config(name: str) -> MocoConfig:
     if name not in METHODS:
         raise KeyError(f"unknown method '{name}'; choose one of {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def method_from_trainer_name(name: str) -> str | None:
+    """The method of a pretraining trainer name `nnsslPretrainer_<method>[_...]` (longest match: moco_zca, not
+    moco), or None."""
+    for method in sorted(METHODS, key=len, reverse=True):
+        prefix = f"nnsslPretrainer_{method}"
+        if name == prefix or name.startswith(prefix + "_"):
+            return method
+    return None

@@ -72,7 +72,7 @@ def pretrained_prefixes(network: torch.nn.Module, encoder_only: bool) -> list[st
     return sorted(set(prefixes))
 
 
-def _matches(key: str, prefixes: list[str]) -> bool:
+def matches_prefixes(key: str, prefixes: list[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
@@ -85,7 +85,7 @@ def transfer(target_state: dict[str, torch.Tensor], pretrained: dict[str, torch.
     for key, value in pretrained.items():
         if key.startswith("decoder.encoder."):
             continue  # alias, filled from encoder.* below
-        if not _matches(key, prefixes) or key not in state:
+        if not matches_prefixes(key, prefixes) or key not in state:
             report.skipped.append(key)
             continue
         if tuple(value.shape) != tuple(state[key].shape):
@@ -96,7 +96,7 @@ def transfer(target_state: dict[str, torch.Tensor], pretrained: dict[str, torch.
         alias = "decoder." + key
         if key.startswith("encoder.") and alias in state:
             state[alias] = state[key]
-    missing = [k for k in state if _matches(k, prefixes) and k not in pretrained and
+    missing = [k for k in state if matches_prefixes(k, prefixes) and k not in pretrained and
                not (k.startswith("decoder.encoder.") and k[len("decoder."):] in pretrained)]
     if missing:
         raise NnsslError(f"the pretrained weights lack {len(missing)} tensor(s) the target's {prefixes} need, e.g. "
@@ -166,9 +166,9 @@ def read_source(path: str | Path) -> Source:
         from nnssl_plugin.plans import resolve_configuration
 
         arch = resolve_configuration(plans, configuration)["architecture"]
-        method = payload["trainer_name"].removeprefix("nnsslPretrainer_").split("_")[0]
-        if payload["trainer_name"].startswith("nnsslPretrainer_moco_zca"):
-            method = "moco_zca"
+        from nnssl_plugin.config import method_from_trainer_name
+
+        method = method_from_trainer_name(payload["trainer_name"]) or payload["trainer_name"]
         return Source(method, encoder, True, arch, None,
                       {"source_checkpoint": str(path), "epochs": payload["current_epoch"]}, whitening)
     raise NnsslError(f"{path} is neither an nnssl_plugin weights file or checkpoint nor an nnssl checkpoint "

@@ -25,7 +25,7 @@ from torch._dynamo import OptimizedModule
 
 from nnssl_plugin.checkpoints import safe_load
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.export import _matches, sha256_of
+from nnssl_plugin.export import matches_prefixes, sha256_of
 from nnssl_plugin.modules.probe import LinearProbeNetwork
 from nnssl_plugin.modules.whitening import attach_bottleneck_whitening
 from nnssl_plugin.pretrained import architecture_hash
@@ -179,8 +179,8 @@ def load_exported_weights(trainer: nnUNetTrainer, unet: nn.Module) -> dict[str, 
         raise NnsslError(f"{path} expects {channels} input channel(s), this dataset has {trainer.num_input_channels}")
     prefixes = payload["pretrained_prefixes"]
     state = unet.state_dict()
-    pretrained = {k: v for k, v in payload["network_weights"].items() if _matches(k, prefixes)}
-    missing = [k for k in state if _matches(k, prefixes) and k not in pretrained]
+    pretrained = {k: v for k, v in payload["network_weights"].items() if matches_prefixes(k, prefixes)}
+    missing = [k for k in state if matches_prefixes(k, prefixes) and k not in pretrained]
     if missing:
         raise NnsslError(f"{path} lacks {len(missing)} tensor(s) under {prefixes}, e.g. {missing[0]}")
     for key, value in pretrained.items():
@@ -191,7 +191,7 @@ def load_exported_weights(trainer: nnUNetTrainer, unet: nn.Module) -> dict[str, 
         state["bottleneck_whitening.mean"] = payload["whitening"]["mean"]
         state["bottleneck_whitening.w"] = payload["whitening"]["w"]
     unet.load_state_dict(state, strict=True)
-    fresh = len([k for k in state if not _matches(k, prefixes) and not k.startswith("decoder.encoder.")])
+    fresh = len([k for k in state if not matches_prefixes(k, prefixes) and not k.startswith("decoder.encoder.")])
     trainer.print_to_log_file(f"loaded {path} ({payload['method']}): {len(pretrained)} pretrained tensors under "
                               f"{prefixes}, {fresh} freshly initialised"
                               + ("; bottleneck whitening applied" if payload.get("whitening") else ""))

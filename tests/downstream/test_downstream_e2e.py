@@ -157,3 +157,29 @@ def test_scratch_starts_from_random_weights(exported, in_world):
     key = "encoder.stages.0.0.convs.0.conv.weight"
     assert not torch.equal(trainer.network.state_dict()[key], exported_state[key])
     assert not hasattr(trainer.network, "bottleneck_whitening"), "Scratch never applies an export's whitening"
+
+
+@pytest.mark.slow
+def test_export_from_a_checkpoint_equals_export_from_the_weights_file(exported):
+    run = (exported.root / "nnUNet_results" / "Dataset990_PhantomUnlabelled" /
+           f"nnsslPretrainer_moco_zca_{RUN}__nnsslPretrainPlans__3d_cpu" / "fold_all")
+    exported.run("nnssl_export", "-d", "990", "-m", "moco_zca", "-t", "991", "-c", "3d_cpu", "--checkpoint",
+                 str(run / "checkpoint_final.pth"), "--plans-name", "nnsslPlans_fromckpt")
+    a = _exported_weights(exported)
+    b = _exported_weights(exported, "nnsslPlans_fromckpt")
+    assert b["method"] == "moco_zca"
+    for key, value in a["network_weights"].items():
+        if key.startswith("encoder."):
+            assert torch.equal(b["network_weights"][key], value), key
+    assert torch.equal(a["whitening"]["w"], b["whitening"]["w"])
+
+
+@pytest.mark.slow
+def test_stock_nnunet_train_accepts_the_export_as_pretrained_weights(exported):
+    """nnU-Net's own `-pretrained_weights` (stock nnUNetTrainer, one epoch on the CPU configuration)."""
+    weights = exported.preprocessed / LAB / "nnsslPlans_moco_zca_weights.pth"
+    result = exported.run("nnUNetv2_train", "991", "3d_cpu", "1", "-tr", "nnUNetTrainer_1epoch", "-device", "cpu",
+                          "-pretrained_weights", str(weights))
+    assert f"Loading pretrained weights from file  {weights}" in result.stdout
+    fold = exported.root / "nnUNet_results" / LAB / "nnUNetTrainer_1epoch__nnUNetPlans__3d_cpu" / "fold_1"
+    assert (fold / "checkpoint_final.pth").is_file()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -108,7 +109,6 @@ def test_trainer_refuses_missing_truncated_or_changed_weights(in_world, damage, 
     plans = _random_export(in_world, f"nnsslPlans_damaged_{damage}")
     weights = plans["pretrain_info"]["weights"]
     if damage == "delete":
-        import os
         os.remove(weights)
     elif damage == "truncate":
         data = open(weights, "rb").read()

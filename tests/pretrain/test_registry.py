@@ -43,3 +43,11 @@ def test_ext_trainer_value_keeps_the_users_folders_first():
     assert with_ext_trainer_folder(None) == ours
     assert with_ext_trainer_folder("/a:/b") == f"/a:/b:{ours}"
     assert with_ext_trainer_folder(f"/a:{ours}") == f"/a:{ours}"
+
+
+def test_method_is_read_from_a_trainer_name_by_longest_match():
+    from nnssl_plugin.config import method_from_trainer_name
+
+    assert method_from_trainer_name("nnsslPretrainer_moco_zca_3epochs") == "moco_zca"
+    assert method_from_trainer_name("nnsslPretrainer_moco_seed2") == "moco"
+    assert method_from_trainer_name("nnUNetTrainer") is None
