@@ -1,15 +1,16 @@
 """Where nnUNet_extTrainer must point for nnU-Net to find the plugin's trainers (DESIGN §6)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 
 def ext_trainer_folder() -> Path:
-    """The folder holding only the plugin's shim file (installed with nnssl_plugin.nnunet_trainers)."""
-    import nnssl_plugin.nnunet_trainers as trainers
-
-    return Path(trainers.__path__[0]) / "ext"
+    """The folder holding only the plugin's shim file (installed with nnssl_plugin.nnunet_trainers). Found by
+    name without importing the trainers: the core never imports the trainer layer."""
+    spec = importlib.util.find_spec("nnssl_plugin.nnunet_trainers")
+    return Path(spec.submodule_search_locations[0]) / "ext"
 
 
 def with_ext_trainer_folder(value: str | None) -> str:

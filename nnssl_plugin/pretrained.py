@@ -13,8 +13,7 @@ import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from nnssl_plugin.checkpoints import atomic_torch_save, safe_load
-from nnssl_plugin.errors import NnsslError
+from nnssl_plugin.checkpoints import atomic_torch_save
 
 FORMAT = "nnssl_pretrained/1"
 
@@ -61,11 +60,3 @@ def write_pretrained_weights(trainer, path: str | Path) -> Path:
     path = Path(path)
     atomic_torch_save(payload, path)
     return path
-
-
-def read_pretrained_weights(path: str | Path) -> dict:
-    """Load and check a pretrained-weights file (safe load; refuses files of another format)."""
-    payload = safe_load(path)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise NnsslError(f"{path} is not an nnssl_plugin pretrained-weights file (format {FORMAT})")
-    return payload
