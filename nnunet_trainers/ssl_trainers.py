@@ -24,11 +24,9 @@ from torch import nn
 from torch._dynamo import OptimizedModule
 
 from nnssl_plugin.checkpoints import safe_load
-from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.export import matches_prefixes, sha256_of
+from nnssl_plugin.export import load_exported_weights, verify_frozen_unchanged
 from nnssl_plugin.modules.probe import LinearProbeNetwork
 from nnssl_plugin.modules.whitening import attach_bottleneck_whitening
-from nnssl_plugin.pretrained import architecture_hash
 from nnssl_plugin.schedules import WarmupPolyLRScheduler
 
 
@@ -79,7 +77,10 @@ class nnUNetTrainerSSLInit(nnUNetTrainerSSLScratch):
         if self._resuming():
             self.print_to_log_file("--c found a checkpoint: pretrained weights are not loaded again")
             return
-        self.loaded_weights = load_exported_weights(self, self._unet())
+        self.loaded_weights, message = load_exported_weights(
+            self.plans_manager.plans, self.configuration_manager.configuration["architecture"],
+            self.num_input_channels, self._unet(), self.configuration_name)
+        self.print_to_log_file(message)
 
     def _resuming(self) -> bool:
         return bool(self.logger.resume) and any(
@@ -151,57 +152,3 @@ def with_exported_whitening(network: nn.Module, plans_manager: PlansManager) -> 
     if whitening:
         attach_bottleneck_whitening(network, int(whitening[0]), int(whitening[1]))
     return network
-
-
-def load_exported_weights(trainer: nnUNetTrainer, unet: nn.Module) -> dict[str, torch.Tensor]:
-    """Load the exported weights of the plans' pretrain_info into `unet` (checks: file, sha256, architecture,
-    input channels; strict for the pretrained prefixes). Returns the loaded pretrained tensors."""
-    plans = trainer.plans_manager.plans
-    info = plans.get("pretrain_info")
-    if info is None:
-        dataset_id = trainer.plans_manager.dataset_name[7:10]
-        raise NnsslError(f"plans '{plans['plans_name']}' has no pretrain_info; run nnssl_export -d <pretraining "
-                         f"dataset> -m <method> -t {int(dataset_id)} first and train with -p nnsslPlans_<method>")
-    path = info["weights"]
-    if not os.path.isfile(path):
-        raise NnsslError(f"pretrained weights {path} (from plans '{plans['plans_name']}') not found; rerun "
-                         f"nnssl_export --overwrite")
-    if sha256_of(path) != info["sha256"]:
-        raise NnsslError(f"{path} does not match the sha256 recorded in plans '{plans['plans_name']}' (changed or "
-                         f"truncated since export); rerun nnssl_export --overwrite")
-    payload = safe_load(path)
-    expected = architecture_hash(trainer.configuration_manager.configuration["architecture"])
-    if payload["target_plans"]["architecture_sha256"] != expected:
-        raise NnsslError(f"{path} was exported for another architecture than configuration "
-                         f"'{trainer.configuration_name}' of plans '{plans['plans_name']}'; export again for it")
-    channels = payload["nnssl_adaptation_plan"]["pretrain_num_input_channels"]
-    if channels != trainer.num_input_channels:
-        raise NnsslError(f"{path} expects {channels} input channel(s), this dataset has {trainer.num_input_channels}")
-    prefixes = payload["pretrained_prefixes"]
-    state = unet.state_dict()
-    pretrained = {k: v for k, v in payload["network_weights"].items() if matches_prefixes(k, prefixes)}
-    missing = [k for k in state if matches_prefixes(k, prefixes) and k not in pretrained]
-    if missing:
-        raise NnsslError(f"{path} lacks {len(missing)} tensor(s) under {prefixes}, e.g. {missing[0]}")
-    for key, value in pretrained.items():
-        state[key] = value
-        if key.startswith("encoder.") and "decoder." + key in state:
-            state["decoder." + key] = value  # the alias wins on load
-    if payload.get("whitening") is not None:
-        state["bottleneck_whitening.mean"] = payload["whitening"]["mean"]
-        state["bottleneck_whitening.w"] = payload["whitening"]["w"]
-    unet.load_state_dict(state, strict=True)
-    fresh = len([k for k in state if not matches_prefixes(k, prefixes) and not k.startswith("decoder.encoder.")])
-    trainer.print_to_log_file(f"loaded {path} ({payload['method']}): {len(pretrained)} pretrained tensors under "
-                              f"{prefixes}, {fresh} freshly initialised"
-                              + ("; bottleneck whitening applied" if payload.get("whitening") else ""))
-    return {k: v.detach().cpu().clone() for k, v in pretrained.items()}
-
-
-def verify_frozen_unchanged(unet: nn.Module, loaded: dict[str, torch.Tensor]) -> int:
-    state = unet.state_dict()
-    changed = [k for k, v in loaded.items() if not torch.equal(state[k].detach().cpu(), v)]
-    if changed:
-        raise NnsslError(f"{len(changed)} frozen tensor(s) changed during training, e.g. {changed[0]}: the probe "
-                         f"was not linear on frozen features")
-    return len(loaded)
