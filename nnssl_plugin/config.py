@@ -19,15 +19,35 @@ class MocoConfig:
     local_weight: float = 0.0  # moco_zca: total = global + 0.5 * local (paper 000)
     local_grid: int = 2  # regions per axis of the views' overlap (2 -> 8 regions in 3d, 4 in 2d)
     local_temperature: float = 0.2  # paper 000
+    family: str = "moco"  # which network and two-view loader the trainer assembles
 
 
-METHODS: dict[str, MocoConfig] = {
+@dataclass(frozen=True)
+class HierConfig:
+    method: str = "hier"
+    temperature: float = 0.1  # paper 002: voxel NT-Xent
+    num_voxels: int = 1024  # paper 002: corresponding voxels per view pair
+    level_dim: int = 32  # paper 002: every pyramid level projected to the same width (hierarchical balance)
+    project_levels: bool = True  # False (voxel2vec): raw level features concatenated, coarse levels dominate
+    hidden_dim: int = 512  # projection head on the concatenated vector; small: it runs on every sampled voxel
+    out_dim: int = 128  # paper 002: voxel embedding width
+    restoration_weight: float = 10.0  # paper 002: total = NT-Xent + 10 * MSE; 0 disables the restorative branch
+    augmentation: str = "local"  # "local": shuffle / Bezier / in-painting (paper 002); "global": voxel2vec's
+    family: str = "hier"
+
+
+MethodConfig = MocoConfig | HierConfig
+
+METHODS: dict[str, MethodConfig] = {
     "moco": MocoConfig(),
     "moco_zca": replace(MocoConfig(), method="moco_zca", zca=True, local_weight=0.5),
+    "hier": HierConfig(),
+    "voxel2vec": replace(HierConfig(), method="voxel2vec", project_levels=False, restoration_weight=0.0,
+                         augmentation="global"),
 }
 
 
-def method_config(name: str) -> MocoConfig:
+def method_config(name: str) -> MethodConfig:
     if name not in METHODS:
         raise KeyError(f"unknown method '{name}'; choose one of {', '.join(METHODS)}")
     return METHODS[name]

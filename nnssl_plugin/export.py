@@ -67,8 +67,9 @@ def pretrained_prefixes(network: torch.nn.Module, encoder_only: bool) -> list[st
         raise NnsslError(f"{type(network).__name__} declares no key_to_encoder; only dynamic-network-architectures "
                          f"U-Nets are supported")
     prefixes = [p for p in prefixes if not any(p != q and p.startswith(q + ".") for q in prefixes)]
-    if not encoder_only:
-        prefixes.append("decoder")
+    if not encoder_only:  # the decoder's own modules: not its encoder alias, not the seg layers (sized per dataset)
+        prefixes += [f"decoder.{name}" for name, _ in network.decoder.named_children()
+                     if name not in ("encoder", "seg_layers")]
     return sorted(set(prefixes))
 
 
@@ -154,9 +155,11 @@ def read_source(path: str | Path) -> Source:
                       {"source": "MIC-DKFZ nnssl checkpoint", "key_to_encoder": encoder_key})
     if "network_weights" in payload and "trainer_name" in payload:  # our checkpoint_latest / _final
         weights = payload["network_weights"]
-        encoder = {k: v for k, v in weights.items() if k.startswith("encoder.")}
-        if not encoder:
+        unet = {k: v for k, v in weights.items() if k.startswith("encoder.") or (
+            k.startswith("decoder.") and not k.startswith(("decoder.encoder.", "decoder.seg_layers.")))}
+        if not any(k.startswith("encoder.") for k in unet):
             raise NnsslError(f"{path} is an nnU-Net checkpoint without pretraining encoder weights")
+        encoder_only = not any(k.startswith("decoder.") for k in unet)
         whitening = None
         if "whitening.w" in weights:
             whitening = {"mean": weights["whitening.mean"], "w": weights["whitening.w"],
@@ -169,7 +172,7 @@ def read_source(path: str | Path) -> Source:
         from nnssl_plugin.config import method_from_trainer_name
 
         method = method_from_trainer_name(payload["trainer_name"]) or payload["trainer_name"]
-        return Source(method, encoder, True, arch, None,
+        return Source(method, unet, encoder_only, arch, None,
                       {"source_checkpoint": str(path), "epochs": payload["current_epoch"]}, whitening)
     raise NnsslError(f"{path} is neither an nnssl_plugin weights file or checkpoint nor an nnssl checkpoint "
                      f"(no nnssl_adaptation_plan)")

@@ -18,7 +18,8 @@ def plot_progress(log: dict, path: str | os.PathLike) -> None:
     x = np.arange(epochs)
     fig, axes = plt.subplots(3, 1, figsize=(20, 16))
     ax = axes[0]
-    for key, style in (("train_losses", "b-"), ("val_losses", "r-"), ("loss_global", "b:"), ("loss_local", "g:")):
+    for key, style in (("train_losses", "b-"), ("val_losses", "r-"), ("loss_global", "b:"), ("loss_local", "g:"),
+                       ("loss_voxel", "b:"), ("loss_restore", "g:")):
         values = log.get(key, [])[:epochs]
         if len(values) == epochs and not all(v is None for v in values):
             ax.plot(x, values, style, label=key, linewidth=3)
@@ -32,9 +33,9 @@ def plot_progress(log: dict, path: str | os.PathLike) -> None:
     ax.set_ylim(0, 1.05)
     ax.legend(loc="upper left")
     twin = ax.twinx()
-    twin.plot(x, log["erank_raw"][:epochs], "k-", label="effective rank (raw bottleneck)", linewidth=3)
-    if any(v is not None for v in log["erank_whitened"][:epochs]):
-        twin.plot(x, log["erank_whitened"][:epochs], "k--", label="effective rank (whitened)", linewidth=3)
+    ranks = log["erank"][:epochs]
+    for name in dict.fromkeys(name for epoch in ranks for name in epoch):
+        twin.plot(x, [epoch.get(name, np.nan) for epoch in ranks], label=f"effective rank ({name})", linewidth=2)
     twin.set_ylabel("effective rank (RankMe)")
     twin.legend(loc="upper right")
     ax = axes[2]

@@ -1,6 +1,7 @@
 """The target-agnostic pretrained-weights file written at the end of pretraining (DESIGN §3).
 
-Next to `checkpoint_final.pth`: the pretrained state keyed as in the planned U-Net (`encoder.*` for MoCo methods),
+Next to `checkpoint_final.pth`: the pretrained state keyed as in the planned U-Net (`encoder.*` for MoCo methods,
+`encoder.*` and `decoder.*` without seg layers for hier / voxel2vec),
 the method, the plans identity (name, dataset, configuration, architecture and its sha256), the input channels,
 the run length and seed, package versions and, for moco_zca, the running whitening (mean, W) per channel group.
 Only tensors, numbers, strings, lists and dicts: loadable with `torch.load(weights_only=True)`.
@@ -44,7 +45,7 @@ def write_pretrained_weights(trainer, path: str | Path) -> Path:
     payload = {
         "format": FORMAT,
         "method": network.config.method,
-        "pretrained_prefixes": ["encoder"],
+        "pretrained_prefixes": list(network.pretrained_prefixes),
         "network_weights": network.pretrained_state(),
         "whitening": whitening,
         "plans": {"plans_name": trainer.plans_manager.plans_name, "dataset_name": trainer.plans_manager.dataset_name,

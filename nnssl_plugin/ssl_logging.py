@@ -5,7 +5,8 @@ from nnunetv2.training.logging.nnunet_logger import LocalLogger
 
 from nnssl_plugin.plots import plot_progress
 
-SSL_KEYS = ("loss_global", "loss_local", "top1_train", "top1_val", "erank_raw", "erank_whitened")
+LOSS_TERMS = ("loss_global", "loss_local", "loss_voxel", "loss_restore")  # None in epochs of methods without them
+SSL_KEYS = (*LOSS_TERMS, "top1_train", "top1_val", "erank")  # erank: {representation name: effective rank}
 
 
 class SSLLocalLogger(LocalLogger):

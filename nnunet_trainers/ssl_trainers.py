@@ -128,7 +128,7 @@ class nnUNetTrainerSSLLinear(nnUNetTrainerSSLInit):
         unet = nnUNetTrainerSSLInit.build_network_architecture(plans_manager, configuration_manager,
                                                                num_input_channels, num_output_channels, False)
         info = plans_manager.plans.get("pretrain_info") or {}
-        levels = "decoder" if "decoder" in info.get("pretrained_prefixes", []) else "encoder"
+        levels = "decoder" if any(p.startswith("decoder") for p in info.get("pretrained_prefixes", [])) else "encoder"
         return LinearProbeNetwork(unet, num_output_channels, levels)
 
     def set_deep_supervision_enabled(self, enabled: bool):

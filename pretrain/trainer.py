@@ -1,10 +1,14 @@
 """The pretraining stage: nnU-Net's own training loop with a self-supervised objective (DESIGN §3).
 
 `nnsslPretrainer` is an nnUNetTrainer run on fold `all`: nnU-Net's epochs, checkpoints, `--c`, AMP, DDP and logs.
-It swaps the network (the planned U-Net's encoder wrapped with the method's heads, one `self.network`), the data
-loader (two views per case), train/validation steps and epoch logging (SSL losses, pretext top-1, effective rank),
+It swaps the network (the planned U-Net, or its encoder, wrapped with the method's heads, one `self.network`), the
+data loader (two views per case), train/validation steps and epoch logging (SSL losses, pretext top-1, effective rank),
 writes `spectrum.png` and the target-agnostic pretrained weights at the end, and skips nnU-Net's segmentation
 validation. Method and run length come from class attributes set by `registry` (a variant is a config).
+
+The trainer is method-agnostic: the config's `family` picks the network builder and the loader's augmentations; a
+network's forward returns {"loss", "terms" (named loss terms, logged), "top1", "embeddings" (named representations
+for the effective-rank monitor)} and its `after_step(out)` does the stateful bookkeeping after the optimiser step.
 """
 from __future__ import annotations
 
@@ -27,23 +31,24 @@ from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnssl_plugin.checkpoints import atomic_torch_save, rng_state, safe_load, set_rng_state
-from nnssl_plugin.config import MocoConfig
+from nnssl_plugin.config import MethodConfig
 from nnssl_plugin.data.augment import global_view_transforms
 from nnssl_plugin.data.two_view import TwoViewDataLoader
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.losses.moco import top1_accuracy
+from nnssl_plugin.data.local_augment import hier_local_transforms, voxel2vec_view_transforms
+from nnssl_plugin.modules.hier_net import build_hier_network
 from nnssl_plugin.modules.moco_net import build_moco_network
 from nnssl_plugin.ops.rank import effective_rank, singular_spectrum
 from nnssl_plugin.plans import cumulative_strides
 from nnssl_plugin.plots import plot_spectrum
 from nnssl_plugin.pretrained import write_pretrained_weights
-from nnssl_plugin.ssl_logging import SSLLocalLogger
+from nnssl_plugin.ssl_logging import LOSS_TERMS, SSLLocalLogger
 
 TOO_EASY_TOP1 = 0.99  # a pretext top-1 this high early in training means the views are too similar
 
 
 class nnsslPretrainer(nnUNetTrainer):
-    method_config: ClassVar[MocoConfig]
+    method_config: ClassVar[MethodConfig]
     epochs: ClassVar[int | None] = None  # None: nnU-Net's default (1000)
     iterations: ClassVar[int | None] = None  # None: nnU-Net's default (250)
     seed: ClassVar[int | None] = None
@@ -77,14 +82,19 @@ class nnsslPretrainer(nnUNetTrainer):
                                                self.num_input_channels, self.label_manager.num_segmentation_heads,
                                                enable_deep_supervision=False)
         patch = self.configuration_manager.patch_size
+        config = self.configuration_manager.configuration
         try:
-            strides = cumulative_strides(self.configuration_manager.configuration)
-            self.network = build_moco_network(unet, self.method_config, self.batch_size, patch, strides)
+            if self.method_config.family == "hier":
+                self.network = build_hier_network(unet, self.method_config, self.num_input_channels,
+                                                  config["architecture"]["arch_kwargs"]["strides"], patch)
+            else:
+                self.network = build_moco_network(unet, self.method_config, self.batch_size, patch,
+                                                  cumulative_strides(config))
         except ValueError as e:
             raise NnsslError(f"{self.plans_manager.plans_name}/{self.configuration_name}: {e}") from None
         self.network = self.network.to(self.device)
         if self._do_i_compile():
-            self.print_to_log_file("Using torch.compile on the encoder (queue and EMA stay outside)")
+            self.print_to_log_file("Using torch.compile on the U-Net pass (heads, queue and EMA stay outside)")
             self.network.compile_encoder()
         self.optimizer, self.lr_scheduler = self.configure_optimizers()
         if self.is_ddp:
@@ -108,7 +118,7 @@ class nnsslPretrainer(nnUNetTrainer):
         return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
 
     def set_deep_supervision_enabled(self, enabled: bool):
-        pass  # the planned decoder is not part of the MoCo network
+        pass  # pretraining never uses the segmentation outputs
 
     def plot_network_architecture(self):
         pass
@@ -121,7 +131,14 @@ class nnsslPretrainer(nnUNetTrainer):
         dataset_tr, dataset_val = self.get_tr_and_val_datasets()
         patch = self.configuration_manager.patch_size
         is_2d = len(patch) == 2
-        loaders = [TwoViewDataLoader(ds, self.batch_size, patch, self.label_manager, global_view_transforms(is_2d))
+        config = self.method_config
+        if config.family == "hier":
+            options = ({"view_transforms": None, "local_transforms": hier_local_transforms(is_2d)}
+                       if config.augmentation == "local" else {"view_transforms": voxel2vec_view_transforms(is_2d)})
+            options["num_voxels"] = config.num_voxels
+        else:
+            options = {"view_transforms": global_view_transforms(is_2d)}
+        loaders = [TwoViewDataLoader(ds, self.batch_size, patch, self.label_manager, **options)
                    for ds in (dataset_tr, dataset_val)]
         processes = get_allowed_n_proc_DA()
         if processes == 0:
@@ -143,14 +160,15 @@ class nnsslPretrainer(nnUNetTrainer):
 
     # ----- steps --------------------------------------------------------------------------------------------------
     def _forward(self, batch: dict) -> dict:
-        views = {k: batch[k].to(self.device, non_blocking=True) for k in ("view1", "view2")}
-        geometry = {k: batch[k] for k in ("start1", "start2", "mirror1", "mirror2")}
+        on_device = {k: batch[k].to(self.device, non_blocking=True)
+                     for k in ("view1", "view2", "clean1", "clean2", "voxels1", "voxels2", "voxel_batch") if k in batch}
+        geometry = {k: batch[k] for k in ("start1", "start2", "mirror1", "mirror2")}  # stays on the CPU
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            return self.network(views["view1"], views["view2"], **geometry)
+            return self.network(**on_device, **geometry)
 
     def _check_finite(self, out: dict) -> None:
         if not torch.isfinite(out["loss"]):
-            last = {k: self.logger.get_value(k, step=-1) for k in ("train_losses", "loss_global", "loss_local")
+            last = {k: self.logger.get_value(k, step=-1) for k in ("train_losses", *LOSS_TERMS)
                     if self.logger.get_value(k, step=None)}
             raise NnsslError(f"non-finite SSL loss ({float(out['loss'])}) in epoch {self.current_epoch}; last "
                              f"finite epoch values {last}; checkpoints are intact: lower the learning rate or check "
@@ -171,51 +189,43 @@ class nnsslPretrainer(nnUNetTrainer):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.optimizer.step()
-        self.ssl_network.after_step(out["keys"])
+        self.ssl_network.after_step(out)
         return self._scalars(out)
 
     @staticmethod
     def _scalars(out: dict) -> dict:
-        return {"loss": out["loss"].item(), "loss_global": out["loss_global"].item(),
-                "loss_local": out["loss_local"].item() if "loss_local" in out else None,
-                "top1": top1_accuracy(out["logits"])}
+        return {"loss": out["loss"].item(), "top1": out["top1"],
+                **{k: (out["terms"][k].item() if k in out["terms"] else None) for k in LOSS_TERMS}}
 
     def validation_step(self, batch: dict) -> dict:
         out = self._forward(batch)
         scalars = self._scalars(out)
-        scalars["pooled_raw"] = out["pooled_raw"].float().cpu().numpy()
-        scalars["pooled_whitened"] = out["pooled_whitened"].float().cpu().numpy()
+        scalars["embeddings"] = {k: v.float().cpu().numpy() for k, v in out["embeddings"].items()}
         return scalars
 
     # ----- epoch bookkeeping ----------------------------------------------------------------------------------------
     def on_train_epoch_end(self, train_outputs: list[dict]):
-        for key, log_key in (("loss", "train_losses"), ("loss_global", "loss_global"), ("loss_local", "loss_local"),
-                             ("top1", "top1_train")):
+        for key, log_key in (("loss", "train_losses"), *((k, k) for k in LOSS_TERMS), ("top1", "top1_train")):
             values = [o[key] for o in train_outputs if o[key] is not None]
             self.logger.log(log_key, float(np.mean(values)) if values else None, self.current_epoch)
 
     def on_validation_epoch_end(self, val_outputs: list[dict]):
         self.logger.log("val_losses", float(np.mean([o["loss"] for o in val_outputs])), self.current_epoch)
         self.logger.log("top1_val", float(np.mean([o["top1"] for o in val_outputs])), self.current_epoch)
-        raw = np.concatenate([o["pooled_raw"] for o in val_outputs])
-        self._last_val_embeddings = {"raw bottleneck": raw}
-        self.logger.log("erank_raw", effective_rank(torch.from_numpy(raw)), self.current_epoch)
-        if self.method_config.zca:
-            whitened = np.concatenate([o["pooled_whitened"] for o in val_outputs])
-            self._last_val_embeddings["whitened bottleneck"] = whitened
-            self.logger.log("erank_whitened", effective_rank(torch.from_numpy(whitened)), self.current_epoch)
-        else:
-            self.logger.log("erank_whitened", None, self.current_epoch)
+        names = val_outputs[0]["embeddings"].keys()
+        self._last_val_embeddings = {name: np.concatenate([o["embeddings"][name] for o in val_outputs])
+                                     for name in names}
+        self.logger.log("erank", {name: effective_rank(torch.from_numpy(z))
+                                  for name, z in self._last_val_embeddings.items()}, self.current_epoch)
 
     def on_epoch_end(self):
         self.logger.log("epoch_end_timestamps", time.time(), self.current_epoch)
         get = lambda key: self.logger.get_value(key, step=-1)  # noqa: E731
-        self.print_to_log_file(f"train_loss {get('train_losses'):.4f} (global {get('loss_global'):.4f}"
-                               + (f", local {get('loss_local'):.4f}" if get("loss_local") is not None else "")
-                               + f"), val_loss {get('val_losses'):.4f}")
+        terms = ", ".join(f"{k[len('loss_'):]} {get(k):.4f}" for k in LOSS_TERMS if get(k) is not None)
+        self.print_to_log_file(f"train_loss {get('train_losses'):.4f} ({terms}), val_loss {get('val_losses'):.4f}")
+        ranks = ", ".join(f"{name} {value:.2f}" for name, value in get("erank").items())
         self.print_to_log_file(f"pretext top-1 train {get('top1_train'):.3f} val {get('top1_val'):.3f}; effective "
-                               f"rank raw {get('erank_raw'):.2f}"
-                               + (f", whitened {get('erank_whitened'):.2f}" if get("erank_whitened") else ""))
+                               f"rank: {ranks}")
         if get("top1_train") >= TOO_EASY_TOP1 and self.current_epoch + 1 < max(2, 0.2 * self.num_epochs):
             self.print_to_log_file(f"WARNING: pretext top-1 {get('top1_train'):.3f} this early means the task is too "
                                    f"easy (views too similar or queue too small); the representation may not improve")
@@ -246,7 +256,8 @@ class nnsslPretrainer(nnUNetTrainer):
             spectra[name] = singular_spectrum(torch.from_numpy(z)).numpy()
             ranks[name] = effective_rank(torch.from_numpy(z))
         plot_spectrum(spectra, ranks, os.path.join(self.output_folder, "spectrum.png"),
-                      title=f"{self.method_config.method}: pooled bottleneck of {len(z)} validation crops")
+                      title=f"{self.method_config.method}: {len(z)} validation "
+                            f"{'voxels' if self.method_config.family == 'hier' else 'crops'}")
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.print_to_log_file("pretraining: nnU-Net's segmentation validation is skipped (no labels)")

@@ -19,7 +19,7 @@ from torch import nn
 
 from nnssl_plugin.config import MocoConfig
 from nnssl_plugin.losses.local import local_region_infonce
-from nnssl_plugin.losses.moco import moco_logits
+from nnssl_plugin.losses.moco import moco_logits, top1_accuracy
 from nnssl_plugin.modules.ema import ema_update, frozen_copy_of
 from nnssl_plugin.modules.projector import ProjectionHead
 from nnssl_plugin.modules.queue import KeyQueue
@@ -45,6 +45,8 @@ def first_stage(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class MocoNetwork(nn.Module):
+    pretrained_prefixes = ("encoder",)  # what pretrained_state() carries
+
     def __init__(self, encoder: nn.Module, bottleneck_channels: int, config: MocoConfig,
                  whitening_group_count: int = 1):
         super().__init__()
@@ -80,7 +82,7 @@ class MocoNetwork(nn.Module):
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, start1: torch.Tensor | None = None,
                 start2: torch.Tensor | None = None, mirror1: torch.Tensor | None = None,
-                mirror2: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                mirror2: torch.Tensor | None = None, **unused) -> dict:
         """Losses for a batch of view pairs. Geometry (start, mirror: (n, D)) is needed for the local loss."""
         skips = self._encode(view1)  # list of stage outputs, last = bottleneck (n, c, *s)
         pooled_raw = skips[-1].float().flatten(2).mean(dim=2).detach()  # (n, c) for the rank monitor
@@ -94,13 +96,16 @@ class MocoNetwork(nn.Module):
         logits = moco_logits(q, k, self.queue.keys.clone(), self.config.temperature)  # (n, 1 + K)
         target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         loss_global = F.cross_entropy(logits, target)
-        out = {"loss_global": loss_global, "logits": logits.detach(), "keys": k, "pooled_raw": pooled_raw,
-               "pooled_whitened": pooled.detach()}
+        embeddings = {"raw bottleneck": pooled_raw}
+        if self.whitening is not None:
+            embeddings["whitened bottleneck"] = pooled.detach()
+        out = {"terms": {"loss_global": loss_global}, "logits": logits.detach(), "keys": k,
+               "top1": top1_accuracy(logits.detach()), "embeddings": embeddings}
         loss = loss_global
         if self.config.local_weight > 0:
             loss_local = self._local_loss(skips[0], first_stage(self.encoder, view2), start1, start2, mirror1,
                                           mirror2)
-            out["loss_local"] = loss_local
+            out["terms"]["loss_local"] = loss_local
             loss = loss + self.config.local_weight * loss_local
         out["loss"] = loss
         return out
@@ -116,8 +121,9 @@ class MocoNetwork(nn.Module):
         return local_region_infonce(d1, d2, self.config.local_temperature)
 
     @torch.no_grad()
-    def after_step(self, keys: torch.Tensor) -> None:
+    def after_step(self, out: dict) -> None:
         """After the optimiser step: EMA of the key encoder and projector, then enqueue this batch's keys."""
+        keys = out["keys"]
         ema_update(self.key_encoder, self.encoder, self.config.momentum)
         ema_update(self.key_projector, self.projector, self.config.momentum)
         self.queue.enqueue(keys)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from nnssl_plugin.ops.regions import overlap
 
@@ -55,3 +56,16 @@ def to_level(voxels: np.ndarray, stride: Sequence[int], level_shape: Sequence[in
     """The level cells (k, D) holding view voxels (k, D) at cumulative stride `stride`."""
     cells = voxels // np.asarray(stride, dtype=np.int64)
     return np.minimum(cells, np.asarray(level_shape, dtype=np.int64) - 1)
+
+
+def gather_at_voxels(feature: torch.Tensor, batch_index: torch.Tensor, voxels: torch.Tensor,
+                     stride: Sequence[int]) -> torch.Tensor:
+    """Feature vectors of the level cells holding view voxels: the torch twin of `to_level` plus indexing.
+
+    Shape: feature (n, c, *s) a pyramid level at cumulative stride `stride`; batch_index (v,) which crop each voxel
+    belongs to; voxels (v, D) view-voxel coordinates → (v, c).
+    """
+    level_shape = torch.tensor(feature.shape[2:], device=voxels.device)
+    cells = torch.minimum(voxels // torch.tensor(stride, device=voxels.device), level_shape - 1)  # (v, D)
+    channels_last = feature.movedim(1, -1)  # (n, *s, c)
+    return channels_last[(batch_index, *cells.unbind(1))]  # (v, c)

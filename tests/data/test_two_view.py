@@ -11,20 +11,21 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnssl_plugin.data.augment import global_view_transforms
+from nnssl_plugin.data.local_augment import hier_local_transforms
 from nnssl_plugin.data.two_view import TwoViewDataLoader
 from nnssl_plugin.ops.regions import overlap
 
 UNL = "Dataset990_PhantomUnlabelled"
 
 
-def _sampler(world, configuration="3d_cpu", plans="nnsslPretrainPlans", transforms=None, batch=3):
+def _sampler(world, configuration="3d_cpu", plans="nnsslPretrainPlans", transforms=None, batch=3, **options):
     root = world.preprocessed / UNL
     pm = PlansManager(str(root / f"{plans}.json"))
     config = pm.get_configuration(configuration)
     folder = str(root / config.data_identifier)
     dataset = infer_dataset_class(folder)(folder)
     lm = pm.get_label_manager(json.loads((root / "dataset.json").read_text()))
-    return dataset, TwoViewDataLoader(dataset, batch, config.patch_size, lm, transforms), config
+    return dataset, TwoViewDataLoader(dataset, batch, config.patch_size, lm, transforms, **options), config
 
 
 def _expected_view(data, start, mirror, patch):
@@ -88,3 +89,37 @@ def test_shift_must_keep_views_overlapping(world):
     dataset, _, config = _sampler(world)
     with pytest.raises(ValueError, match="so that the views overlap"):
         TwoViewDataLoader(dataset, 2, config.patch_size, None, max_shift=1.0)
+
+
+def test_sampled_voxels_are_the_same_case_voxel_in_both_views_and_prefer_the_body(world):
+    np.random.seed(4)
+    dataset, loader, config = _sampler(world, num_voxels=300)
+    for _ in range(2):
+        batch = next(loader)
+        assert batch["voxels1"].shape == batch["voxels2"].shape and batch["voxels1"].shape[1] == 3
+        for j, key in enumerate(batch["keys"]):
+            rows = batch["voxel_batch"] == j
+            assert rows.sum() == 300
+            v1, v2 = batch["voxels1"][rows], batch["voxels2"][rows]
+            case1 = batch["start1"][j] + torch.where(batch["mirror1"][j], torch.tensor(config.patch_size) - 1 - v1, v1)
+            case2 = batch["start2"][j] + torch.where(batch["mirror2"][j], torch.tensor(config.patch_size) - 1 - v2, v2)
+            assert torch.equal(case1, case2), "rows are the same case voxel"
+            data = np.asarray(dataset.load_case(key)[0])
+            inside = ((case1 >= 0) & (case1 < torch.tensor(data.shape[1:]))).all(1)
+            assert inside.all(), "padding is never preferred over the body"
+            values = data[0][tuple(case1.T.numpy())]
+            assert (values > data[0].min()).all(), "background (the image minimum) is not sampled"
+            assert len({tuple(v) for v in case1.tolist()}) == 300, "no voxel twice"
+
+
+def test_local_corruptions_keep_the_recorded_crop_as_the_restoration_target(world):
+    np.random.seed(5)
+    torch.manual_seed(5)
+    dataset, loader, config = _sampler(world, local_transforms=hier_local_transforms(), num_voxels=64)
+    batch = next(loader)
+    for j, key in enumerate(batch["keys"]):
+        data = dataset.load_case(key)[0]
+        for v in ("1", "2"):
+            expected = _expected_view(data, batch["start" + v][j], batch["mirror" + v][j], config.patch_size)
+            assert torch.equal(batch["clean" + v][j], expected)
+            assert batch["view" + v][j].shape == expected.shape and not torch.equal(batch["view" + v][j], expected)

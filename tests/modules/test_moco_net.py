@@ -49,7 +49,7 @@ def test_every_trainable_parameter_gets_a_gradient_and_the_key_branch_none():
     net = build_moco_network(_unet(), method_config("moco_zca"), 2, (8, 16, 16), (2, 4, 4))
     v1, v2, geometry = _batch()
     out = net(v1, v2, **geometry)
-    assert torch.isfinite(out["loss"]) and "loss_local" in out
+    assert torch.isfinite(out["loss"]) and "loss_local" in out["terms"]
     out["loss"].backward()
     for name, p in net.named_parameters():
         if p.requires_grad:
@@ -66,7 +66,7 @@ def test_after_step_updates_ema_and_queue():
         for p in net.encoder.parameters():
             p.add_(1.0)
     before = [p.clone() for p in net.key_encoder.parameters()]
-    net.after_step(out["keys"])
+    net.after_step(out)
     after = list(net.key_encoder.parameters())
     assert all(torch.allclose(a, b + 0.01) for a, b in zip(after, before))  # momentum 0.99
     assert int(net.queue.ptr) == 2 and torch.allclose(net.queue.keys[:2], out["keys"])

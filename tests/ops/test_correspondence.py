@@ -73,3 +73,18 @@ def test_fewer_overlap_voxels_than_asked_returns_them_all_once():
 def test_views_that_cannot_overlap_are_named():
     with pytest.raises(ValueError, match="do not overlap"):
         corresponding_voxels((0, 0, 0), (8, 0, 0), (False,) * 3, (False,) * 3, (8, 8, 8))
+
+
+def test_gather_at_voxels_reads_the_cell_that_to_level_names():
+    import torch
+
+    from nnssl_plugin.ops.correspondence import gather_at_voxels
+
+    rng = np.random.default_rng(2)
+    feature = rng.normal(size=(2, 5, 3, 5, 4))  # (n, c, *s): a level of a (10, 18, 16) view at stride (4, 4, 4)
+    voxels = np.stack([rng.integers(0, s, 40) for s in (10, 18, 16)], axis=1)
+    batch = rng.integers(0, 2, 40)
+    got = gather_at_voxels(torch.from_numpy(feature), torch.from_numpy(batch), torch.from_numpy(voxels), (4, 4, 4))
+    cells = to_level(voxels, (4, 4, 4), (3, 5, 4))
+    expected = np.stack([feature[b, :, z, y, x] for b, (z, y, x) in zip(batch, cells)])
+    np.testing.assert_array_equal(got.numpy(), expected)

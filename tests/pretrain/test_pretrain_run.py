@@ -22,11 +22,12 @@ def test_short_moco_zca_run_writes_checkpoint_plots_log_and_weights(world):
     for name in ("checkpoint_final.pth", "progress.png", "spectrum.png", "pretrained_weights.pth"):
         assert (fold / name).is_file(), name
     log_text = next(fold.glob("training_log_*.txt")).read_text()
-    assert "effective rank raw" in log_text and "whitened" in log_text
+    assert "effective rank: raw bottleneck" in log_text and "whitened bottleneck" in log_text
     checkpoint = torch.load(fold / "checkpoint_final.pth", weights_only=True)
     log = checkpoint["logging"]
-    for key in ("train_losses", "val_losses", "loss_global", "loss_local", "erank_raw", "erank_whitened"):
+    for key in ("train_losses", "val_losses", "loss_global", "loss_local"):
         assert len(log[key]) == 3 and all(math.isfinite(v) for v in log[key]), key
+    assert len(log["erank"]) == 3 and all(set(e) == {"raw bottleneck", "whitened bottleneck"} for e in log["erank"])
     weights = torch.load(fold / "pretrained_weights.pth", weights_only=True)
     assert weights["method"] == "moco_zca" and weights["pretrained_prefixes"] == ["encoder"]
     assert all(k.startswith("encoder.") for k in weights["network_weights"])
@@ -43,10 +44,37 @@ def _trainer(world, name):
     return registry.trainer_class(name)(plans, "3d_cpu", "all", dataset_json, torch.device("cpu"))
 
 
-@pytest.mark.parametrize("method", ["moco", "moco_zca"])
+@pytest.mark.slow
+@pytest.mark.parametrize("method,terms", [("hier", {"loss_voxel", "loss_restore"}), ("voxel2vec", {"loss_voxel"})])
+def test_short_dense_runs_write_the_same_outputs_and_export_encoder_and_decoder(world, method, terms):
+    world.run("nnssl_pretrain", "-d", "990", "-m", method, "-c", "3d_cpu", "-device", "cpu", "--epochs", "2",
+              "--iters", "4")
+    fold = (world.root / "nnUNet_results" / UNL / f"nnsslPretrainer_{method}_2epochs_4iters__nnsslPretrainPlans__3d_cpu"
+            / "fold_all")
+    for name in ("checkpoint_final.pth", "progress.png", "spectrum.png", "pretrained_weights.pth"):
+        assert (fold / name).is_file(), name
+    log = torch.load(fold / "checkpoint_final.pth", weights_only=True)["logging"]
+    for key in ("loss_global", "loss_local", "loss_voxel", "loss_restore"):
+        assert all((v is not None and math.isfinite(v)) == (key in terms) for v in log[key]), key
+    levels = {"level 0 (bottleneck)", "level 4 (decoder 4)", "concatenated"}
+    assert all(levels <= set(e) and all(math.isfinite(r) and r > 0 for r in e.values()) for e in log["erank"])
+    log_text = next(fold.glob("training_log_*.txt")).read_text()
+    assert "voxel" in log_text and "effective rank: level 0 (bottleneck)" in log_text
+    weights = torch.load(fold / "pretrained_weights.pth", weights_only=True)
+    assert weights["method"] == method and weights["pretrained_prefixes"] == ["encoder", "decoder"]
+    keys = weights["network_weights"]
+    assert any(k.startswith("decoder.stages.") for k in keys) and any(k.startswith("encoder.") for k in keys)
+    assert not any(k.startswith(("decoder.seg_layers", "decoder.encoder", "head", "projections", "restoration"))
+                   for k in keys)
+    world.run("nnssl_export", "-d", "990", "-m", method, "-t", "991", "-c", "3d_cpu")
+    plans = json.loads((world.preprocessed / "Dataset991_PhantomBTCV" / f"nnsslPlans_{method}.json").read_text())
+    assert plans["pretrain_info"]["pretrained_prefixes"] == ["decoder.stages", "decoder.transpconvs", "encoder.stages"]
+
+
+@pytest.mark.parametrize("method", ["moco", "moco_zca", "hier", "voxel2vec"])
 def test_resume_from_a_checkpoint_gives_the_uninterrupted_next_step(in_world, tmp_path, monkeypatch, method):
     """Save after 2 steps; a fresh trainer that loads the checkpoint computes the same 3rd-step loss, and holds
-    the same queue, pointer, key encoder and whitening buffers."""
+    the same state (queue, pointer, key encoder and whitening buffers; U-Net, projections and heads)."""
     monkeypatch.setenv("nnUNet_results", str(tmp_path))
     name = f"nnsslPretrainer_{method}_2epochs_4iters_seed5"
     first = _trainer(in_world, name)
@@ -65,7 +93,8 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_next_step(in_world, tm
     second.load_checkpoint(str(checkpoint))
     for key, value in second.ssl_network.state_dict().items():
         assert torch.equal(value, saved_state[key]), key
-    assert int(second.ssl_network.queue.ptr) == 4
+    if method.startswith("moco"):
+        assert int(second.ssl_network.queue.ptr) == 4
     second.on_train_start()
     second.on_epoch_start()
     second.on_train_epoch_start()

@@ -1,0 +1,117 @@
+"""The dense hierarchical pretraining network (`hier`, paper 002: Kats et al.) and its `voxel2vec` baseline.
+
+The whole planned U-Net (encoder + decoder; its segmentation layers are frozen and unused) plus the method heads,
+one module so that everything `--c` needs lands in nnU-Net's checkpoint. Both views run through the U-Net in one
+batch (2n crops). At the sampled corresponding voxels, each pyramid level (bottleneck, decoder stages coarse to
+fine) is read at the cell holding the voxel; `hier` projects each level with its own trainable 1×1×1 projection to
+`level_dim` channels (hierarchical balance), `voxel2vec` keeps the raw features (coarse, wide levels dominate);
+the concatenation goes through the projection head to an L2-normalised voxel embedding:
+
+    loss_voxel   = NT-Xent over all sampled voxels of the batch (positives: same voxel, other view), τ = 0.1
+    loss_restore = MSE(restoration(finest decoder output), un-corrupted crop)   (hier only)
+    loss         = loss_voxel + restoration_weight · loss_restore               (weight 10, paper 002)
+
+The per-level projections are 1×1×1 convolutions applied only at the sampled voxels (a 1×1×1 convolution is the
+same linear map at every voxel, so reading it at v voxels equals convolving the whole map and reading there).
+
+Shapes: view1, view2, clean1, clean2 (n, c_in, *patch); voxels1, voxels2 (v, D) view-voxel coordinates of the
+same case voxels; voxel_batch (v,) the crop each voxel belongs to.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnssl_plugin.config import HierConfig
+from nnssl_plugin.losses.voxel import positive_top1, voxel_nt_xent_logits
+from nnssl_plugin.modules.projector import ProjectionHead
+from nnssl_plugin.modules.pyramid import level_channels, pad_to_multiple, unet_pyramid
+from nnssl_plugin.ops.correspondence import gather_at_voxels
+
+MONITOR_VOXELS = 256  # voxels per batch kept for the effective-rank monitor (validation)
+
+
+class HierNetwork(nn.Module):
+    pretrained_prefixes = ("encoder", "decoder")  # what pretrained_state() carries
+
+    def __init__(self, unet: nn.Module, config: HierConfig, num_input_channels: int,
+                 strides: Sequence[Sequence[int]]):
+        super().__init__()
+        self.config = config
+        self.encoder, self.decoder = unet.encoder, unet.decoder
+        for p in self.decoder.seg_layers.parameters():  # sized for a label set pretraining does not have
+            p.requires_grad_(False)
+        channels = level_channels(self.encoder)
+        if len(strides) != len(channels):
+            raise ValueError(f"{len(strides)} level strides for {len(channels)} pyramid levels")
+        self.strides = [tuple(int(v) for v in s) for s in strides]
+        self.projections = (nn.ModuleList(nn.Linear(c, config.level_dim) for c in channels)
+                            if config.project_levels else None)
+        width = config.level_dim * len(channels) if config.project_levels else sum(channels)
+        self.head = ProjectionHead(width, config.hidden_dim, config.out_dim)
+        self.restoration = (self.encoder.conv_op(channels[-1], num_input_channels, kernel_size=1)
+                            if config.restoration_weight > 0 else None)
+        self.whitening = None  # no whitening in this family (the export reads the attribute)
+
+    def compile_encoder(self) -> None:
+        """torch.compile the U-Net's pyramid pass only, kept outside the module tree (state-dict keys unchanged)."""
+        object.__setattr__(self, "_compiled_pyramid", torch.compile(unet_pyramid))
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        fn = self.__dict__.get("_compiled_pyramid", unet_pyramid)
+        return fn(self.encoder, self.decoder, x)
+
+    def level_features(self, levels: list[torch.Tensor], voxel_batch: torch.Tensor, voxels: torch.Tensor
+                       ) -> list[torch.Tensor]:
+        """Per level (v, level_dim) projected (hier) or (v, c_l) raw (voxel2vec) features at the voxels."""
+        out = []
+        for i, (feature, stride) in enumerate(zip(levels, self.strides)):
+            f = gather_at_voxels(feature, voxel_batch, voxels, stride).float()  # (v, c_l)
+            out.append(self.projections[i](f) if self.projections is not None else f)
+        return out
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor, voxels1: torch.Tensor, voxels2: torch.Tensor,
+                voxel_batch: torch.Tensor, clean1: torch.Tensor | None = None, clean2: torch.Tensor | None = None,
+                **geometry) -> dict:
+        n, patch = view1.shape[0], view1.shape[2:]
+        levels = self.pyramid(pad_to_multiple(torch.cat([view1, view2]), self.strides[0]))  # (2n, c_l, *s_l)
+        h1 = self.level_features([f[:n] for f in levels], voxel_batch, voxels1)
+        h2 = self.level_features([f[n:] for f in levels], voxel_batch, voxels2)
+        z1, z2 = torch.cat(h1, dim=1), torch.cat(h2, dim=1)  # (v, width)
+        logits, target = voxel_nt_xent_logits(self.head(z1), self.head(z2), self.config.temperature)
+        loss_voxel = F.cross_entropy(logits, target)
+        terms = {"loss_voxel": loss_voxel}
+        loss = loss_voxel
+        if self.restoration is not None:
+            if clean1 is None or clean2 is None:
+                raise ValueError("the restorative branch needs the un-corrupted crops (clean1, clean2)")
+            restored = self.restoration(levels[-1]).float()  # (2n, c_in, *padded patch)
+            restored = restored[(..., *[slice(0, p) for p in patch])]
+            terms["loss_restore"] = F.mse_loss(restored, torch.cat([clean1, clean2]).float())
+            loss = loss + self.config.restoration_weight * terms["loss_restore"]
+        keep = slice(None, None, max(1, z1.shape[0] // (MONITOR_VOXELS * n)))  # spread over the batch's crops
+        embeddings = {f"level {i} ({'bottleneck' if i == 0 else f'decoder {i}'})": h[keep].detach()
+                      for i, h in enumerate(h1)}
+        embeddings["concatenated"] = z1[keep].detach()
+        return {"loss": loss, "terms": terms, "top1": positive_top1(logits.detach(), target),
+                "embeddings": embeddings}
+
+    def after_step(self, out: dict) -> None:
+        """No momentum encoder or queue in this family."""
+
+    def pretrained_state(self) -> dict[str, torch.Tensor]:
+        """What the export carries: encoder and decoder (without seg layers), keyed as in the planned U-Net."""
+        state = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        state.update({f"decoder.{k}": v for k, v in self.decoder.state_dict().items()
+                      if not k.startswith(("encoder.", "seg_layers."))})
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+def build_hier_network(unet: nn.Module, config: HierConfig, num_input_channels: int,
+                       stage_strides: Sequence, patch_size: Sequence[int]) -> HierNetwork:
+    from nnssl_plugin.modules.pyramid import level_strides
+
+    return HierNetwork(unet, config, num_input_channels, level_strides(stage_strides, len(patch_size)))
