@@ -5,8 +5,9 @@ Usage (after `make demo`, which leaves the phantom datasets in ./nnssl_demo_work
 
 Measures, on the same network, patch and batch size:
   - one training step of nnU-Net's nnUNetTrainer (labelled Dataset991) vs one pretraining step (Dataset990);
-  - the SSL-specific share of the pretraining step: the step minus the same encoder passes with a plain loss
-    (what remains is whitening, projector, queue/EMA, losses, region pooling);
+  - the SSL-specific share of the pretraining step: the step minus the same network passes with a plain loss
+    (MoCo family: encoder passes; what remains is whitening, projector, queue/EMA, losses, region pooling. Dense
+    family: both views through the U-Net; what remains is level reads, projections, head, NT-Xent, restoration);
   - batches per second of nnU-Net's nnUNetDataLoader with its training transforms vs the two-view sampler, in one
     process (per-worker throughput).
 Prints a markdown table. Timings are medians over repeats after warm-up; run on an idle machine.
@@ -69,9 +70,8 @@ def run() -> str:
     from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from nnssl_plugin.data.augment import global_view_transforms
-    from nnssl_plugin.data.two_view import TwoViewDataLoader
     from nnssl_plugin.modules.moco_net import first_stage
+    from nnssl_plugin.modules.pyramid import unet_pyramid
     from nnssl_plugin.pretrain.registry import trainer_class
 
     torch.manual_seed(0)
@@ -100,7 +100,15 @@ def run() -> str:
         loss.backward()
         ssl.optimizer.step()
 
-    t_net = _median_time(encoder_passes_only, args.repeats)
+    def unet_passes_only():  # both views through encoder + decoder in one batch, as the dense methods run them
+        x = torch.cat([ssl_batch["view1"], ssl_batch["view2"]]).to(device)
+        ssl.optimizer.zero_grad(set_to_none=True)
+        loss = sum(level.float().mean() for level in unet_pyramid(net.encoder, net.decoder, x))
+        loss.backward()
+        ssl.optimizer.step()
+
+    dense = net.config.family == "hier"
+    t_net = _median_time(unet_passes_only if dense else encoder_passes_only, args.repeats)
 
     dataset_tr, _ = supervised.get_tr_and_val_datasets()
     cm = supervised.configuration_manager
@@ -111,8 +119,7 @@ def run() -> str:
     theirs = nnUNetDataLoader(dataset_tr, supervised.batch_size, initial_patch, cm.patch_size,
                               supervised.label_manager, oversample_foreground_percent=0.33, transforms=transforms)
     ssl_tr, _ = ssl.get_tr_and_val_datasets()
-    ours = TwoViewDataLoader(ssl_tr, ssl.batch_size, cm.patch_size, ssl.label_manager,
-                             global_view_transforms(len(cm.patch_size) == 2))
+    ours = ssl.two_view_loader(ssl_tr)
     t_theirs = _median_time(lambda: next(theirs), args.repeats)
     t_ours = _median_time(lambda: next(ours), args.repeats)
     supervised.on_train_end()
@@ -125,8 +132,11 @@ def run() -> str:
     lines.append("| --- | --- |")
     lines.append(f"| supervised nnU-Net step | {1000 * t_sup:.1f} ms |")
     lines.append(f"| {args.m} pretraining step | {1000 * t_ssl:.1f} ms |")
-    lines.append(f"| ratio pretraining / supervised step (target <= 1.0) | {t_ssl / t_sup:.2f} |")
-    lines.append(f"| encoder passes alone (query fwd+bwd, key fwd, first stage of view 2) | {1000 * t_net:.1f} ms |")
+    target = "2.2" if dense else "1.0"
+    passes = ("U-Net passes alone (encoder + decoder, both views, fwd+bwd)" if dense else
+              "encoder passes alone (query fwd+bwd, key fwd, first stage of view 2)")
+    lines.append(f"| ratio pretraining / supervised step (target <= {target}) | {t_ssl / t_sup:.2f} |")
+    lines.append(f"| {passes} | {1000 * t_net:.1f} ms |")
     lines.append(f"| SSL-specific work = step - encoder passes (target <= 5 % of the step) | {1000 * (t_ssl - t_net):.1f} ms "
           f"({100 * (t_ssl - t_net) / t_ssl:.1f} %) |")
     lines.append(f"| nnUNetDataLoader + nnU-Net training transforms | {1 / t_theirs:.1f} batches/s |")

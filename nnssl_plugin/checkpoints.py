@@ -3,18 +3,72 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any
+import shutil
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.io_utils import atomic_write
+from nnssl_plugin.io_utils import atomic_write, fsync_folder
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save through a temp file, fsync and rename (`atomic_write`): a reader never sees half a file."""
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+LATEST, FINAL, PREVIOUS = "checkpoint_latest.pth", "checkpoint_final.pth", "checkpoint_previous.pth"
+
+
+def keep_previous(path: str | os.PathLike) -> None:
+    """Before `checkpoint_latest.pth` is replaced, keep it as `checkpoint_previous.pth` (a hard link: no moment
+    without a readable latest checkpoint, no copy of a large file)."""
+    path = Path(path)
+    if path.name != LATEST or not path.is_file():
+        return
+    previous = path.with_name(PREVIOUS)
+    link = path.with_name(f".{PREVIOUS}.link")
+    link.unlink(missing_ok=True)
+    try:
+        os.link(path, link)
+    except OSError:  # file systems without hard links
+        shutil.copy2(path, link)
+    os.replace(link, previous)
+
+
+def save_checkpoint_file(obj: Any, path: str | os.PathLike) -> None:
+    """A checkpoint written atomically (temp file, fsync, rename), the one it replaces kept as the previous.
+    Temp files of a write that was killed (SIGKILL leaves them) are removed first."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+    keep_previous(path)
+    atomic_torch_save(obj, path)
+
+
+def publish_written_file(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Atomically move a checkpoint that someone else wrote to `tmp` (nnU-Net's own save_checkpoint) to `path`."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    keep_previous(path)
+    os.replace(tmp, path)
+    fsync_folder(Path(path).parent)
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu",
+                         log: Callable[[str], None] = print) -> Any:
+    """`safe_load` of a checkpoint to resume from; if `checkpoint_latest/final.pth` is unreadable (truncated by a
+    full disk or a copy, corrupt) and `checkpoint_previous.pth` exists, say so and resume from that one."""
+    try:
+        return safe_load(path, map_location)
+    except NnsslError as e:
+        previous = Path(path).with_name(PREVIOUS)
+        if Path(path).name not in (LATEST, FINAL) or not previous.is_file():
+            raise
+        log(f"WARNING: {e}; resuming from {previous} instead: the epochs since it was written are trained again")
+        return safe_load(previous, map_location)
 
 
 def numpy_scalar_globals() -> list:

@@ -23,7 +23,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 from torch._dynamo import OptimizedModule
 
-from nnssl_plugin.checkpoints import safe_load
+from nnssl_plugin.checkpoints import load_checkpoint_file, publish_written_file
 from nnssl_plugin.export import load_exported_weights, verify_frozen_unchanged
 from nnssl_plugin.modules.probe import LinearProbeNetwork
 from nnssl_plugin.modules.whitening import attach_bottleneck_whitening
@@ -52,6 +52,7 @@ class nnUNetTrainerSSLScratch(nnUNetTrainer):
             self.num_iterations_per_epoch = self.iterations
             self.num_val_iterations_per_epoch = max(1, self.iterations // 5)
         self.initial_lr = self.ssl_initial_lr
+        self.save_every = min(50, max(1, self.num_epochs // 10))  # nnU-Net's 50 for long runs; short runs too
 
     def configure_optimizers(self):
         params = [p for p in self.network.parameters() if p.requires_grad]  # frozen parts are not optimised
@@ -59,6 +60,22 @@ class nnUNetTrainerSSLScratch(nnUNetTrainer):
                                     nesterov=True)
         warmup = max(1, round(self.warmup_fraction * self.num_epochs))
         return optimizer, WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, warmup)
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written atomically (temp file, fsync, rename; the replaced latest kept as
+        checkpoint_previous.pth): a kill mid-write never leaves half a checkpoint."""
+        tmp = f"{filename}.writing"
+        super().save_checkpoint(tmp)  # writes nothing on other DDP ranks or with checkpointing disabled
+        if os.path.isfile(tmp):
+            publish_written_file(tmp, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """nnU-Net's --c, with a safe load (weights_only=True plus nnU-Net's numpy scalar types) and the previous
+        checkpoint as fallback for an unreadable latest one."""
+        if isinstance(filename_or_checkpoint, str):
+            filename_or_checkpoint = load_checkpoint_file(filename_or_checkpoint, self.device,
+                                                          self.print_to_log_file)
+        super().load_checkpoint(filename_or_checkpoint)
 
 
 class nnUNetTrainerSSLInit(nnUNetTrainerSSLScratch):
@@ -90,12 +107,6 @@ class nnUNetTrainerSSLInit(nnUNetTrainerSSLScratch):
     def _unet(self) -> nn.Module:
         mod = self.network.module if self.is_ddp else self.network
         return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
-
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        """nnU-Net's --c, with a safe load (weights_only=True plus nnU-Net's numpy scalar types)."""
-        if isinstance(filename_or_checkpoint, str):
-            filename_or_checkpoint = safe_load(filename_or_checkpoint, map_location=self.device)
-        super().load_checkpoint(filename_or_checkpoint)
 
 
 class nnUNetTrainerSSLFrozenEncoder(nnUNetTrainerSSLInit):

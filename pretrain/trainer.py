@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
@@ -30,7 +31,7 @@ from torch import autocast
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nnssl_plugin.checkpoints import atomic_torch_save, rng_state, safe_load, set_rng_state
+from nnssl_plugin.checkpoints import load_checkpoint_file, rng_state, save_checkpoint_file, set_rng_state
 from nnssl_plugin.config import MethodConfig
 from nnssl_plugin.data.augment import global_view_transforms
 from nnssl_plugin.data.two_view import TwoViewDataLoader
@@ -56,9 +57,11 @@ class nnsslPretrainer(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         if self.seed is not None:  # before anything random: network init, queue init, sampling
-            random.seed(self.seed)
-            np.random.seed(self.seed)
-            torch.manual_seed(self.seed)
+            # DDP ranks draw different crops (seed + rank); DDP broadcasts rank 0's initial weights to all ranks
+            seed = self.seed + (dist.get_rank() if dist.is_available() and dist.is_initialized() else 0)
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
         if self.epochs is not None:
@@ -127,8 +130,8 @@ class nnsslPretrainer(nnUNetTrainer):
         return None
 
     # ----- data ---------------------------------------------------------------------------------------------------
-    def get_dataloaders(self):
-        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+    def two_view_loader(self, dataset) -> TwoViewDataLoader:
+        """The method's two-view sampler over `dataset` (augmentations and voxel sampling from its config)."""
         patch = self.configuration_manager.patch_size
         is_2d = len(patch) == 2
         config = self.method_config
@@ -138,8 +141,10 @@ class nnsslPretrainer(nnUNetTrainer):
             options["num_voxels"] = config.num_voxels
         else:
             options = {"view_transforms": global_view_transforms(is_2d)}
-        loaders = [TwoViewDataLoader(ds, self.batch_size, patch, self.label_manager, **options)
-                   for ds in (dataset_tr, dataset_val)]
+        return TwoViewDataLoader(dataset, self.batch_size, patch, self.label_manager, **options)
+
+    def get_dataloaders(self):
+        loaders = [self.two_view_loader(ds) for ds in self.get_tr_and_val_datasets()]
         processes = get_allowed_n_proc_DA()
         if processes == 0:
             augmenters = [SingleThreadedAugmenter(dl, None) for dl in loaders]
@@ -281,12 +286,12 @@ class nnsslPretrainer(nnUNetTrainer):
             "inference_allowed_mirroring_axes": None,
             "rng_state": rng_state(),
         }
-        atomic_torch_save(checkpoint, filename)
+        save_checkpoint_file(checkpoint, filename)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         if not self.was_initialized:
             self.initialize()
-        checkpoint = (safe_load(filename_or_checkpoint, map_location=self.device)
+        checkpoint = (load_checkpoint_file(filename_or_checkpoint, self.device, self.print_to_log_file)
                       if isinstance(filename_or_checkpoint, str) else filename_or_checkpoint)
         self.ssl_network.load_state_dict(checkpoint["network_weights"])
         self.current_epoch = checkpoint["current_epoch"]

@@ -65,3 +65,30 @@ def test_rng_state_survives_a_weights_only_round_trip(tmp_path):
     set_rng_state(safe_load(tmp_path / "r.pth")["rng"])
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+def test_replaced_latest_checkpoint_is_kept_as_the_previous(tmp_path):
+    from nnssl_plugin.checkpoints import save_checkpoint_file
+
+    latest = tmp_path / "checkpoint_latest.pth"
+    save_checkpoint_file({"epoch": 1}, latest)
+    assert not (tmp_path / "checkpoint_previous.pth").exists()
+    save_checkpoint_file({"epoch": 2}, latest)
+    assert safe_load(latest) == {"epoch": 2}
+    assert safe_load(tmp_path / "checkpoint_previous.pth") == {"epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_latest.pth", "checkpoint_previous.pth"]
+
+
+def test_truncated_latest_checkpoint_falls_back_to_the_previous_with_a_warning(tmp_path):
+    from nnssl_plugin.checkpoints import load_checkpoint_file, save_checkpoint_file
+
+    latest = tmp_path / "checkpoint_latest.pth"
+    save_checkpoint_file({"epoch": 1}, latest)
+    save_checkpoint_file({"epoch": 2}, latest)
+    latest.write_bytes(latest.read_bytes()[:100])  # a copy or a full disk cut it short
+    messages = []
+    assert load_checkpoint_file(latest, log=messages.append) == {"epoch": 1}
+    assert len(messages) == 1 and "cannot load" in messages[0] and "checkpoint_previous.pth instead" in messages[0]
+    (tmp_path / "checkpoint_previous.pth").unlink()
+    with pytest.raises(NnsslError, match="cannot load .*checkpoint_latest.pth safely"):
+        load_checkpoint_file(latest, log=messages.append)

@@ -14,24 +14,51 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nnssl_plugin.ops.distributed import gather_with_grad, is_distributed
 
-def voxel_nt_xent_logits(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.1
+
+def voxel_nt_xent_logits(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.1, gather: bool = False
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (2k, 2k) logits s_ab (self-similarity masked to -inf) and the index p(a) of each row's positive."""
+    """The logits s_ab of this process's 2k rows (self-similarity masked to -inf) and each row's positive column.
+
+    Without `gather` (or outside DDP) the columns are the same 2k voxels. With `gather` under DDP the columns are
+    every rank's voxels, [E1_all; E2_all] (2K, K = Σ_r k_r), so the negatives span the global batch: the rows are
+    exactly the single-process rows of the doubled batch that belong to this rank.
+    """
     if e1.shape != e2.shape or e1.dim() != 2:
         raise ValueError(f"expects two (k, d) embeddings of equal shape, got {tuple(e1.shape)} and {tuple(e2.shape)}")
     k = e1.shape[0]
     with torch.autocast(device_type=e1.device.type, enabled=False):
-        z = torch.cat([e1, e2]).float()  # (2k, d)
-        logits = z @ z.T / temperature  # (2k, 2k)
-        logits = logits.masked_fill(torch.eye(2 * k, dtype=torch.bool, device=z.device), float("-inf"))
-    target = torch.cat([torch.arange(k, 2 * k), torch.arange(0, k)]).to(z.device)  # positives
+        rows = torch.cat([e1, e2]).float()  # (2k, d)
+        if gather:
+            all1, offset, _ = gather_with_grad(e1.float())  # (K, d)
+            all2, _, _ = gather_with_grad(e2.float())
+            columns, total = torch.cat([all1, all2]), all1.shape[0]  # (2K, d)
+        else:
+            columns, offset, total = rows, 0, k
+        logits = rows @ columns.T / temperature  # (2k, 2K)
+        local = torch.arange(k, device=rows.device) + offset  # this rank's voxels among the K
+        own = torch.cat([local, local + total])  # each row's own column
+        logits = logits.clone()
+        logits[torch.arange(2 * k, device=rows.device), own] = float("-inf")
+    target = torch.cat([local + total, local])  # positives: the other view's copy
     return logits, target
 
 
-def voxel_nt_xent(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    logits, target = voxel_nt_xent_logits(e1, e2, temperature)
-    return F.cross_entropy(logits, target)
+def voxel_nt_xent(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.1, gather: bool = False
+                  ) -> torch.Tensor:
+    logits, target = voxel_nt_xent_logits(e1, e2, temperature, gather)
+    return nt_xent_from_logits(logits, target, gather)
+
+
+def nt_xent_from_logits(logits: torch.Tensor, target: torch.Tensor, gathered: bool = False) -> torch.Tensor:
+    """The loss L from `voxel_nt_xent_logits`. Gathered under DDP, each rank returns its rows' share of the global
+    mean (sum over its rows / (2K / world)): the ranks' losses average to the single-process loss of the whole
+    batch even when ranks sample different numbers of voxels, and DDP's gradient averaging gives its gradient."""
+    if not (gathered and is_distributed()):
+        return F.cross_entropy(logits, target)
+    world = torch.distributed.get_world_size()
+    return F.cross_entropy(logits, target, reduction="sum") / (logits.shape[1] / world)
 
 
 def positive_top1(logits: torch.Tensor, target: torch.Tensor) -> float:

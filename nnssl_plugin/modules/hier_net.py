@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnssl_plugin.config import HierConfig
-from nnssl_plugin.losses.voxel import positive_top1, voxel_nt_xent_logits
+from nnssl_plugin.losses.voxel import nt_xent_from_logits, positive_top1, voxel_nt_xent_logits
 from nnssl_plugin.modules.projector import ProjectionHead
 from nnssl_plugin.modules.pyramid import level_channels, pad_to_multiple, unet_pyramid
 from nnssl_plugin.ops.correspondence import gather_at_voxels
@@ -81,8 +81,9 @@ class HierNetwork(nn.Module):
         h1 = self.level_features([f[:n] for f in levels], voxel_batch, voxels1)
         h2 = self.level_features([f[n:] for f in levels], voxel_batch, voxels2)
         z1, z2 = torch.cat(h1, dim=1), torch.cat(h2, dim=1)  # (v, width)
-        logits, target = voxel_nt_xent_logits(self.head(z1), self.head(z2), self.config.temperature)
-        loss_voxel = F.cross_entropy(logits, target)
+        e1, e2 = self.head(z1), self.head(z2)  # (v, out_dim) each, unit length
+        logits, target = voxel_nt_xent_logits(e1, e2, self.config.temperature, gather=True)  # DDP: all ranks' voxels
+        loss_voxel = nt_xent_from_logits(logits, target, gathered=True)
         terms = {"loss_voxel": loss_voxel}
         loss = loss_voxel
         if self.restoration is not None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
+from nnssl_plugin.checkpoints import safe_load
 from nnssl_plugin.export import build_planned_network
 from nnssl_plugin.ext_trainers import with_ext_trainer_folder
 from nnssl_plugin.nnunet_trainers.registry import trainer_class
@@ -90,7 +91,7 @@ def _predictor_network_is_the_trained_one(world, fold):
     predictor.initialize_from_trained_model_folder(str(fold.parent), (0,), "checkpoint_final.pth")
     network = predictor.network
     network.load_state_dict(predictor.list_of_parameters[0])
-    trained = torch.load(fold / "checkpoint_final.pth", weights_only=False)["network_weights"]
+    trained = safe_load(fold / "checkpoint_final.pth")["network_weights"]
     whitening = _exported_weights(world)["whitening"]
     assert torch.equal(trained["bottleneck_whitening.w"], whitening["w"]), "whitening stays frozen in training"
     plain = build_planned_network(json.loads((fold.parent / "plans.json").read_text()), "3d_cpu", 1,
@@ -112,7 +113,7 @@ def _predictor_network_is_the_trained_one(world, fold):
 @pytest.mark.slow
 def test_frozen_encoder_keeps_the_encoder_and_trains_the_decoder(exported):
     _, fold = _train(exported, f"nnUNetTrainerSSLFrozenEncoder_{RUN}", "nnsslPlans_moco_zca")
-    trained = torch.load(fold / "checkpoint_final.pth", weights_only=False)["network_weights"]
+    trained = safe_load(fold / "checkpoint_final.pth")["network_weights"]
     exported_state = _exported_weights(exported)["network_weights"]
     encoder = [k for k in exported_state if k.startswith("encoder.")]
     assert all(torch.equal(trained[k], exported_state[k]) for k in encoder)
@@ -125,7 +126,7 @@ def test_linear_probe_trains_only_the_probe_on_frozen_features(exported):
     _, fold = _train(exported, f"nnUNetTrainerSSLLinear_{RUN}", "nnsslPlans_random")
     log = next(fold.glob("training_log_*.txt")).read_text()
     assert "frozen pretrained tensors are bit-identical" in log
-    trained = torch.load(fold / "checkpoint_final.pth", weights_only=False)
+    trained = safe_load(fold / "checkpoint_final.pth")
     optimizer_params = sum(len(g["params"]) for g in trained["optimizer_state"]["param_groups"])
     assert optimizer_params == 2 * 5  # weight + bias of one 1x1x1 probe per encoder stage
 

@@ -7,9 +7,12 @@ import math
 import pytest
 import torch
 
+from nnssl_plugin.checkpoints import safe_load
+from nnssl_plugin.ext_trainers import with_ext_trainer_folder
 from nnssl_plugin.pretrain import registry
 
 UNL = "Dataset990_PhantomUnlabelled"
+LAB = "Dataset991_PhantomBTCV"
 
 
 @pytest.mark.slow
@@ -46,7 +49,7 @@ def _trainer(world, name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method,terms", [("hier", {"loss_voxel", "loss_restore"}), ("voxel2vec", {"loss_voxel"})])
-def test_short_dense_runs_write_the_same_outputs_and_export_encoder_and_decoder(world, method, terms):
+def test_short_dense_runs_write_the_same_outputs_and_export_encoder_and_decoder(world, monkeypatch, method, terms):
     world.run("nnssl_pretrain", "-d", "990", "-m", method, "-c", "3d_cpu", "-device", "cpu", "--epochs", "2",
               "--iters", "4")
     fold = (world.root / "nnUNet_results" / UNL / f"nnsslPretrainer_{method}_2epochs_4iters__nnsslPretrainPlans__3d_cpu"
@@ -69,6 +72,16 @@ def test_short_dense_runs_write_the_same_outputs_and_export_encoder_and_decoder(
     world.run("nnssl_export", "-d", "990", "-m", method, "-t", "991", "-c", "3d_cpu")
     plans = json.loads((world.preprocessed / "Dataset991_PhantomBTCV" / f"nnsslPlans_{method}.json").read_text())
     assert plans["pretrain_info"]["pretrained_prefixes"] == ["decoder.stages", "decoder.transpconvs", "encoder.stages"]
+    if method == "hier":  # the linear probe reads the bottleneck and every decoder stage of the frozen U-Net
+        trainer = "nnUNetTrainerSSLLinear_1epochs_4iters"
+        monkeypatch.setenv("nnUNet_extTrainer", with_ext_trainer_folder(None))
+        world.run("nnUNetv2_train", "991", "3d_cpu", "0", "-tr", trainer, "-p", f"nnsslPlans_{method}", "-device",
+                  "cpu")
+        fold = world.root / "nnUNet_results" / LAB / f"{trainer}__nnsslPlans_{method}__3d_cpu" / "fold_0"
+        log_text = next(fold.glob("training_log_*.txt")).read_text()
+        assert "frozen pretrained tensors are bit-identical" in log_text and "decoder.transpconvs" in log_text
+        checkpoint = safe_load(fold / "checkpoint_final.pth")  # nnU-Net's checkpoint: numpy scalars in its log
+        assert sum(len(g["params"]) for g in checkpoint["optimizer_state"]["param_groups"]) == 2 * 5
 
 
 @pytest.mark.parametrize("method", ["moco", "moco_zca", "hier", "voxel2vec"])
