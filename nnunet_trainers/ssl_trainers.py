@@ -71,11 +71,20 @@ class nnUNetTrainerSSLScratch(nnUNetTrainer):
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         """nnU-Net's --c, with a safe load (weights_only=True plus nnU-Net's numpy scalar types) and the previous
-        checkpoint as fallback for an unreadable latest one."""
-        if isinstance(filename_or_checkpoint, str):
-            filename_or_checkpoint = load_checkpoint_file(filename_or_checkpoint, self.device,
-                                                          self.print_to_log_file)
-        super().load_checkpoint(filename_or_checkpoint)
+        checkpoint as fallback for an unreadable latest one.
+
+        nnU-Net 2.8.1's `load_checkpoint` only binds its checkpoint when given a path (a dict raises
+        UnboundLocalError) and then calls `torch.load(..., weights_only=False)`; so it gets the path, and for the
+        duration of that call `torch.load` is our safe loader (the file is read before, errors stay ours)."""
+        if not isinstance(filename_or_checkpoint, str):
+            raise TypeError("nnU-Net 2.8.1 resumes from a checkpoint path only")
+        checkpoint = load_checkpoint_file(filename_or_checkpoint, self.device, self.print_to_log_file)
+        original = torch.load
+        torch.load = lambda *args, **kwargs: checkpoint  # noqa: E731 - the already safely loaded file
+        try:
+            super().load_checkpoint(filename_or_checkpoint)
+        finally:
+            torch.load = original
 
 
 class nnUNetTrainerSSLInit(nnUNetTrainerSSLScratch):

@@ -62,7 +62,7 @@ def test_pretraining_killed_mid_epoch_resumes_to_the_uninterrupted_weights(world
     env = _env(world, tmp_path / "killed")
     fold = tmp_path / "killed" / UNL / "nnsslPretrainer_moco_4epochs_3iters_seed7__nnsslPretrainPlans__3d_cpu" / \
         "fold_all"
-    _run_until_killed(PRETRAIN, env, fold, "Epoch 2\n")  # checkpoints after epochs 0 and 1 exist
+    _run_until_killed(PRETRAIN, env, fold, "Epoch 2 \n")  # checkpoints after epochs 0 and 1 exist
     assert (fold / "checkpoint_latest.pth").is_file() and not (fold / "checkpoint_final.pth").exists()
     assert torch.load(fold / "checkpoint_latest.pth", weights_only=True)["current_epoch"] == 2
     result = _run([*PRETRAIN, "--c"], env)
@@ -81,9 +81,9 @@ def test_fine_tuning_killed_mid_epoch_resumes_from_its_last_checkpoint(world, tm
     command = ["nnUNetv2_train", "991", "3d_cpu", "0", "-tr", trainer, "-device", "cpu"]
     env = _env(world, tmp_path)
     fold = tmp_path / LAB / f"{trainer}__nnUNetPlans__3d_cpu" / "fold_0"
-    _run_until_killed(command, env, fold, "Epoch 2\n")
+    _run_until_killed(command, env, fold, "Epoch 2 \n")
     assert safe_load(fold / "checkpoint_latest.pth")["current_epoch"] == 2  # nnU-Net's file: numpy scalars inside
     _run([*command, "--c"], env)
     logs = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file()
-    assert logs.count("Epoch 2\n") == 2 and logs.count("Epoch 1\n") == 1, "resumed at epoch 2, nothing else redone"
+    assert logs.count("Epoch 2 \n") == 2 and logs.count("Epoch 1 \n") == 1, "resumed at epoch 2, nothing else redone"
