@@ -89,6 +89,10 @@ def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         raise NnsslError(f"{path} not found") from None
     except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Weights only load failed" in reason:  # torch's text suggests loading it unsafely; we never do
+            raise NnsslError(f"cannot load {path} safely (it holds objects other than tensors and plain "
+                             f"containers, which could run code when unpickled); refused: use weights files written "
+                             f"by nnssl_plugin/nnU-Net") from None
         raise NnsslError(f"cannot load {path} safely ({reason}); it is truncated, corrupt or not a weights file "
                          f"written by nnssl_plugin/nnU-Net") from None
 

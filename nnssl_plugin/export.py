@@ -24,6 +24,7 @@ from nnssl_plugin.pretrained import FORMAT as PRETRAINED_FORMAT
 from nnssl_plugin.pretrained import architecture_hash, package_versions
 
 EXPORT_FORMAT = "nnssl_export/1"
+VERSION_CHECKED = ("nnunetv2", "dynamic_network_architectures", "torch")  # a difference is warned about, not refused
 
 
 @dataclass
@@ -131,6 +132,14 @@ class Source:
     num_input_channels: int | None
     provenance: dict
     whitening: dict | None = None
+    warnings: list[str] = field(default_factory=list)  # one line each, for the CLI to print
+
+
+def version_differences(recorded: dict) -> list[str]:
+    """`<package> <recorded> (installed <installed>)` for each of VERSION_CHECKED whose recorded version differs."""
+    installed = package_versions()
+    return [f"{name} {recorded[name]} (installed {installed[name]})" for name in VERSION_CHECKED
+            if name in recorded and str(recorded[name]) != installed[name]]
 
 
 def read_source(path: str | Path) -> Source:
@@ -139,10 +148,14 @@ def read_source(path: str | Path) -> Source:
     if not isinstance(payload, dict):
         raise NnsslError(f"{path} holds no dict of weights")
     if payload.get("format") == PRETRAINED_FORMAT:
+        differences = version_differences(payload.get("versions") or {})
+        warnings = [f"{path} was written under {', '.join(differences)}; exporting anyway, the architecture check "
+                    f"decides whether the weights fit (pretrain again under the installed versions if fine-tuning "
+                    f"misbehaves)"] if differences else []
         return Source(payload["method"], payload["network_weights"], payload["pretrained_prefixes"] == ["encoder"],
                       payload["plans"]["architecture"], payload["num_input_channels"],
                       {"source_plans": payload["plans"], "training": payload["training"],
-                       "pretraining_versions": payload["versions"]}, payload.get("whitening"))
+                       "pretraining_versions": payload["versions"]}, payload.get("whitening"), warnings)
     if "nnssl_adaptation_plan" in payload:  # MIC-DKFZ nnssl checkpoint
         plan = payload["nnssl_adaptation_plan"]
         arch = plan["architecture_plans"]

@@ -1,6 +1,7 @@
 """Writing without leaving half-written files: temp file or folder, then an atomic rename."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -8,11 +9,29 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from nnssl_plugin.errors import NnsslError, os_error_message
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call `write` on a temp file in the same folder, fsync, then rename over `path`: readers never see half a
-    file, and an interrupted write leaves the old file (if any) as it was."""
+    file, and an interrupted write leaves the old file (if any) as it was. A full disk, a read-only file system or a
+    missing permission raises NnsslError naming `path` (`os_error_message`); the temp file is removed."""
     path = Path(path)
+    try:
+        _write_and_rename(path, write)
+    except OSError as e:
+        message = os_error_message(e, path)
+        if message is None:
+            raise
+        raise NnsslError(message) from e
+    except Exception as e:
+        # torch.save through a buffered file can turn ENOSPC into a RuntimeError without the errno
+        if not _nearly_full(path.parent):
+            raise
+        raise NnsslError(os_error_message(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path)) from e
+
+
+def _write_and_rename(path: Path, write: Callable[[BinaryIO], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -25,6 +44,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Less than 1 MiB free where `folder` lives (False where that cannot be read)."""
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
 
 
 def fsync_folder(folder: str | os.PathLike) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from nnssl_plugin.errors import NnsslError
@@ -16,8 +17,26 @@ def nnunet_folder(variable: str) -> Path:
     value = os.environ.get(variable)
     if not value:
         raise NnsslError(f"environment variable {variable} is not set; set it to a folder, e.g. run "
-                         f"'eval \"$(nnssl_env)\"' (nnU-Net's documentation/setting_up_paths.md explains the three folders)")
+                         f"'eval \"$(nnssl_env)\"' (nnU-Net's documentation/setting_up_paths.md explains the three "
+                         f"folders)")
     return Path(value)
+
+
+def writable_folder(variable: str) -> Path:
+    """The folder of an nnU-Net variable, created if missing and proven writable by creating (and removing) a temp
+    file in it; raises NnsslError naming the variable, the path and the fix otherwise."""
+    folder = nnunet_folder(variable)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".nnssl_write_test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        reason = (e.strerror or type(e).__name__).lower()
+        where = f": {e.filename}" if e.filename and str(e.filename) != str(folder) else ""
+        raise NnsslError(f"{variable}={folder} is not writable ({reason}{where}); point {variable} at a folder you "
+                         f"can write to, e.g. export {variable}=$HOME/nnUNet_data/{variable}") from None
+    return folder
 
 
 def raw_folder() -> Path:
@@ -48,10 +67,13 @@ def _names_with_id(folder: Path, dataset_id: int) -> set[str]:
             if p.is_dir() and (m := _DATASET_RE.match(p.name)) and int(m.group(1)) == dataset_id}
 
 
-def find_dataset_name(dataset: str | int, in_raw: bool = True, in_preprocessed: bool = True) -> str:
+def find_dataset_name(dataset: str | int, in_raw: bool = True, in_preprocessed: bool = True,
+                      unprepared_hint: str | None = None) -> str:
     """Resolve `-d` (an id like 990 or a full name like Dataset990_Phantom) to the dataset's folder name.
 
-    Looks in nnUNet_raw and/or nnUNet_preprocessed, as nnU-Net does. Errors name where it looked.
+    Looks in nnUNet_raw and/or nnUNet_preprocessed, as nnU-Net does. Errors name where it looked. With
+    `unprepared_hint` (a command with `{id}`), a dataset looked for only in nnUNet_preprocessed that exists only in
+    nnUNet_raw gets an error naming that command instead.
     """
     text = str(dataset)
     if _DATASET_RE.match(text):
@@ -66,6 +88,11 @@ def find_dataset_name(dataset: str | int, in_raw: bool = True, in_preprocessed: 
     if in_preprocessed:
         roots.append(("nnUNet_preprocessed", preprocessed_folder()))
     names = set().union(*(_names_with_id(folder, dataset_id) for _, folder in roots))
+    if not names and unprepared_hint and not in_raw and os.environ.get("nnUNet_raw"):
+        in_raw_only = sorted(_names_with_id(raw_folder(), dataset_id))
+        if in_raw_only:
+            raise NnsslError(f"{in_raw_only[0]} is in nnUNet_raw but not in nnUNet_preprocessed; run "
+                             f"{unprepared_hint.format(id=dataset_id)} first")
     if not names:
         where = " or ".join(f"{var} ({folder})" for var, folder in roots)
         raise NnsslError(f"unknown dataset id {dataset_id}: no Dataset{dataset_id:03d}_* folder in {where}; "

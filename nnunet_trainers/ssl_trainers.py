@@ -74,7 +74,7 @@ class nnUNetTrainerSSLScratch(nnUNetTrainer):
         checkpoint as fallback for an unreadable latest one.
 
         nnU-Net 2.8.1's `load_checkpoint` only binds its checkpoint when given a path (a dict raises
-        UnboundLocalError) and then calls `torch.load(..., weights_only=False)`; so it gets the path, and for the
+        UnboundLocalError) and then unpickles it without restrictions; so it gets the path, and for the
         duration of that call `torch.load` is our safe loader (the file is read before, errors stay ours)."""
         if not isinstance(filename_or_checkpoint, str):
             raise TypeError("nnU-Net 2.8.1 resumes from a checkpoint path only")

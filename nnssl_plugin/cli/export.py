@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from nnssl_plugin.errors import NnsslError, cli_entry
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, results_folder
     from nnssl_plugin.plans import load_plans, plans_path, resolve_configuration
 
-    target = find_dataset_name(args.t, in_raw=False, in_preprocessed=True)
+    target = find_dataset_name(args.t, in_raw=False, in_preprocessed=True,
+                               unprepared_hint="nnUNetv2_plan_and_preprocess -d {id}")
     target_plans = load_plans(target, args.p)
     resolve_configuration(target_plans, args.c)
     dataset_json = load_json(preprocessed_folder() / target / "dataset.json")
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         source = Source("random", state, True, None, None, {"random_init_seed": args.seed})
     else:
         source = read_source(_source_file(args, results_folder() / source_dataset))
+        for warning in source.warnings:
+            print(f"{PROG}: WARNING: {warning}", file=sys.stderr)
 
     report = export_weights(source, target_plans, args.c, dataset_json, out_weights, out_plans, plans_name,
                             source_dataset)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from nnssl_plugin.errors import cli_entry
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     result = prepare_unlabelled(args.d, args.t, args.c, args.p, args.plans_name,
                                 args.np if args.np is not None else default_num_processes(), args.overwrite)
-    print(f"prepared {len(result.written)} cases in {time.time() - start:.1f} s: {result.output_folder}; "
+    print(f"prepared {len(result.written)} case(s) in {time.time() - start:.1f} s: {result.output_folder}; "
           f"plans {result.plans_file}")
+    if len(result.written) == 1:  # allowed: nnU-Net's loader samples cases with replacement
+        print(f"{PROG}: WARNING: {result.dataset_name} has a single case: every pretraining view will come from "
+              f"that one image; add more images to imagesTr and rerun with --overwrite for useful pretraining",
+              file=sys.stderr)
     return 0

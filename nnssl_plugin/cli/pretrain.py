@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "nnsslPretrainPlans)")
     p.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"), help="device (default cuda)")
     p.add_argument("-num_gpus", type=int, default=1, help="GPUs for nnU-Net's single-node DDP (default 1)")
-    p.add_argument("--c", dest="continue_training", action="store_true", help="continue from the latest checkpoint (fresh start if none)")
+    p.add_argument("--c", dest="continue_training", action="store_true",
+                   help="continue from the latest checkpoint (fresh start if none)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default nnU-Net's 1000); shows in the name")
     p.add_argument("--iters", type=int, default=None, help="iterations per epoch (default 250); shows in the name")
     p.add_argument("--seed", type=int, default=None, help="seed torch/numpy/python; shows in the name")
@@ -39,14 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from nnssl_plugin.ext_trainers import with_ext_trainer_folder
-    from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, results_folder
+    from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, writable_folder
     from nnssl_plugin.plans import load_plans, resolve_configuration
     from nnssl_plugin.pretrain.registry import trainer_name
 
     for value, flag in ((args.epochs, "--epochs"), (args.iters, "--iters")):
         if value is not None and value < 1:
             raise NnsslError(f"{flag} must be at least 1, got {value}")
-    name = find_dataset_name(args.d, in_raw=False, in_preprocessed=True)
+    name = find_dataset_name(args.d, in_raw=False, in_preprocessed=True,
+                             unprepared_hint="nnssl_prepare -d {id} -t <your planned labelled dataset>")
     dataset_id = int(name[7:10])
     plans = load_plans(name, args.p, plan_hint=f"nnssl_prepare -d {dataset_id} -t <your planned labelled dataset>")
     config = resolve_configuration(plans, args.configuration)
@@ -59,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise NnsslError("CUDA is not available on this machine; pass -device cpu (or mps)")
     trainer = trainer_name(args.m, args.epochs, args.iters, args.seed)
-    results_folder()  # fails early with the variable's name if unset
+    results = writable_folder("nnUNet_results")  # unset or not writable: one line here, before any training
     os.environ["nnUNet_extTrainer"] = with_ext_trainer_folder(os.environ.get("nnUNet_extTrainer"))
-    output = results_folder() / name / f"{trainer}__{args.p}__{args.configuration}" / "fold_all"
+    output = results / name / f"{trainer}__{args.p}__{args.configuration}" / "fold_all"
     checkpoints = ("checkpoint_latest.pth", "checkpoint_final.pth")
     if args.continue_training and not any((output / f).is_file() for f in checkpoints):
         print(f"{PROG}: --c found no checkpoint in {output}; starting a fresh run")

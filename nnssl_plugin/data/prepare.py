@@ -79,6 +79,9 @@ def _preprocess_case(identifier: str, image_files: list[str], out_stem: str, pla
                                                       dataset_json)
     except Exception as e:  # noqa: BLE001 - unreadable/corrupt image: reported per file, other cases go on
         return identifier, f"{type(e).__name__}: {e}".splitlines()[0], None
+    non_finite = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if non_finite:  # NaN/Inf voxels would make every loss that sees them NaN: skipped like an unreadable image
+        return identifier, f"case {identifier} has {non_finite} NaN/Inf voxel(s) after preprocessing", None
     properties["class_locations"] = {}  # nnUNetDataLoader reads it; there is no foreground to oversample
     data = data.astype(np.float32, copy=False)
     seg = seg.astype(np.int16, copy=False)  # the -1/0 nonzero mask, as nnU-Net stores it for test cases
@@ -115,7 +118,8 @@ def prepare_unlabelled(dataset: str | int, target: str | int, configuration: str
     (`<plans_name>_<config>`), and, unless the user already has their own, `dataset.json` and
     `dataset_fingerprint.json`. Raises NnsslError (after writing every readable case) if some images failed.
     """
-    target_name = find_dataset_name(target, in_raw=False, in_preprocessed=True)
+    target_name = find_dataset_name(target, in_raw=False, in_preprocessed=True,
+                                    unprepared_hint="nnUNetv2_plan_and_preprocess -d {id}")
     target_id = int(target_name[7:10])
     plans = load_plans(target_name, target_plans, plan_hint=f"nnUNetv2_plan_and_preprocess -d {target_id}")
     config = resolve_configuration(plans, configuration)
@@ -137,7 +141,8 @@ def prepare_unlabelled(dataset: str | int, target: str | int, configuration: str
     if len(channels) != len(target_channels):
         raise NnsslError(f"{dataset_name} has {len(channels)} input channel(s) {list(channels.values())} but the "
                          f"target {target_name} has {len(target_channels)} {list(target_channels.values())}; "
-                         f"pretraining needs the target's channels")
+                         f"give the unlabelled images the target's channels (same count and order) or choose a "
+                         f"target with {len(channels)}")
     cases = list_image_cases(raw / "imagesTr", raw_json["file_ending"], len(target_channels))
 
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
@@ -156,7 +161,8 @@ def prepare_unlabelled(dataset: str | int, target: str | int, configuration: str
                          f"never replaced); choose another name with --plans-name")
     existing = [p for p in (new_plans_file, data_folder) if p.exists()]
     if existing and not overwrite:
-        raise NnsslError(f"{existing[0]} already exists; pass --overwrite to replace it (or choose another --plans-name)")
+        raise NnsslError(f"{existing[0]} already exists; pass --overwrite to replace it (or choose another "
+                         f"--plans-name)")
     new_plans[MARKER] = {"target_dataset": target_name, "target_plans": target_plans}
 
     dataset_json = dict(raw_json, labels={"background": 0}, numTraining=len(cases))
@@ -166,7 +172,7 @@ def prepare_unlabelled(dataset: str | int, target: str | int, configuration: str
     staging = staging_folder(data_folder)
     jobs = [(case, files, str(staging / case), new_plans, configuration, dataset_json)
             for case, files in cases.items()]
-    log(f"preprocessing {len(jobs)} cases of {dataset_name} with {target_name}'s plans '{target_plans}' "
+    log(f"preprocessing {len(jobs)} case(s) of {dataset_name} with {target_name}'s plans '{target_plans}' "
         f"({configuration}) into {data_folder}")
     try:
         if num_processes <= 1:
@@ -184,7 +190,7 @@ def prepare_unlabelled(dataset: str | int, target: str | int, configuration: str
                 result.failed[", ".join(cases[identifier])] = error
         if not result.written:
             raise NnsslError(f"no case of {dataset_name} could be preprocessed; first failure: "
-                             f"{next(iter(result.failed.items()))}")
+                             f"{next(iter(result.failed.items()))}; fix or remove the image file(s)")
         publish_folder(staging, data_folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -201,9 +207,9 @@ def prepare_unlabelled(dataset: str | int, target: str | int, configuration: str
 
     if result.failed:
         first, reason = next(iter(result.failed.items()))
-        raise NnsslError(f"could not read {len(result.failed)} of {len(cases)} case(s), skipped: {first} ({reason})"
-                         f"; the other {len(result.written)} cases were written to {data_folder}; fix or remove "
-                         f"the file(s) and rerun with --overwrite")
+        raise NnsslError(f"could not preprocess {len(result.failed)} of {len(cases)} case(s), skipped: {first} "
+                         f"({reason}); the other {len(result.written)} cases were written to {data_folder}; fix or "
+                         f"remove the image file(s) and rerun with --overwrite")
     return result
 
 

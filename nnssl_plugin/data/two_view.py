@@ -29,6 +29,7 @@ from nnunetv2.training.dataloading.nnunet_dataset import nnUNetBaseDataset
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from threadpoolctl import threadpool_limits
 
+from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.ops.correspondence import corresponding_voxels
 
 
@@ -51,10 +52,14 @@ class TwoViewDataLoader(nnUNetDataLoader):
         self.local_transforms = local_transforms
         self.num_voxels = num_voxels
 
-    def _crop(self, data, full_start: np.ndarray, mirror: np.ndarray) -> torch.Tensor:
-        """Crop at `full_start` (case voxels, all data axes; 0-padded outside the case) and flip."""
+    def _crop(self, data, full_start: np.ndarray, mirror: np.ndarray, key: str = "?") -> torch.Tensor:
+        """Crop at `full_start` (case voxels, all data axes; 0-padded outside the case) and flip. A crop holding
+        NaN/Inf (data preprocessed elsewhere: nnssl_prepare skips such cases) raises NnsslError naming case `key`."""
         bbox = [[int(s), int(s) + int(p)] for s, p in zip(full_start, self.patch_size)]
         view = torch.from_numpy(crop_and_pad_nd(data, bbox, 0)).float()  # (c, *patch)
+        if not torch.isfinite(view).all():
+            raise NnsslError(f"case {key} holds NaN/Inf values in its preprocessed data; re-run nnssl_prepare "
+                             f"--overwrite (it skips such cases) or remove the case from the preprocessed folder")
         if self.patch_size_was_2d:
             view = view[:, 0]  # (c, y, x): the slice axis has size 1
         flip = [a + 1 for a in range(len(mirror)) if mirror[a]]
@@ -106,7 +111,7 @@ class TwoViewDataLoader(nnUNetDataLoader):
                 for v, full in enumerate((full1, full2)):
                     starts[v, j] = full[-d:]
                     mirrors[v, j] = [a in self.mirror_axes and np.random.uniform() < 0.5 for a in range(d)]
-                    crop = self._crop(data, full, mirrors[v, j])
+                    crop = self._crop(data, full, mirrors[v, j], key)
                     if v == 0 and self.num_voxels is not None:  # before augmentations, which work in place
                         body = self._body_mask(crop, data.shape[-d:], starts[0, j], mirrors[0, j])
                     view, clean = self._augment(crop)

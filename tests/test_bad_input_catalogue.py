@@ -1,0 +1,568 @@
+"""The bad-input catalogue (docs/BAD_INPUT.md) run as one parametrised test: each row's command, exit code and message.
+
+The table is the source of truth: a row without a case here, a case without a row, or a row pointing at a test
+function that does not exist fails. Commands run in-process (`main(argv)` of our CLIs, nnU-Net's `nnUNetv2_train`
+entry) on a private copy of the session's phantom datasets; no row trains.
+"""
+from __future__ import annotations
+
+import ast
+import errno
+import json
+import re
+import shlex
+import shutil
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+from nnssl_plugin.cli import export as export_cli
+from nnssl_plugin.cli import prepare as prepare_cli
+from nnssl_plugin.cli import pretrain as pretrain_cli
+from nnssl_plugin.data.two_view import TwoViewDataLoader
+from nnssl_plugin.errors import NnsslError
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "BAD_INPUT.md"
+HERE = "tests/test_bad_input_catalogue.py"
+CATALOGUE_NODE = re.compile(rf"^{re.escape(HERE)}::test_bad_input\[(?P<id>[\w-]+)\]$")
+UNL, LAB = "Dataset990_PhantomUnlabelled", "Dataset991_PhantomBTCV"
+
+
+# ----- the table ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    input: str
+    command: str  # the backticked command line (empty when the cell holds none)
+    fragments: tuple[str, ...]  # the backticked parts of the message, in order
+    exit: str  # "0", "1", "handled", "ValueError"
+    node: str  # pytest node id of the test that checks the row
+
+    @property
+    def case_id(self) -> str | None:
+        match = CATALOGUE_NODE.match(self.node)
+        return match["id"] if match else None
+
+
+def _backticked(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def parse_catalogue(text: str) -> list[Row]:
+    """Every 5-cell row of the markdown tables (header and separator rows skipped); a malformed row raises."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.startswith("|") or set(line) <= set("|-: "):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "Input":
+            continue
+        if len(cells) != 5:
+            raise ValueError(f"{DOC.name} line {number}: {len(cells)} cells, expected 5: {line}")
+        commands, nodes = _backticked(cells[1]), _backticked(cells[4])
+        if len(nodes) != 1:
+            raise ValueError(f"{DOC.name} line {number}: 'Tested in' must hold one `node id`: {cells[4]}")
+        rows.append(Row(cells[0], commands[0] if commands else "", tuple(_backticked(cells[2])), cells[3], nodes[0]))
+    return rows
+
+
+ROWS = parse_catalogue(DOC.read_text())
+
+
+def row_for(node: str) -> Row:
+    return next(r for r in ROWS if r.node == node)
+
+
+def assert_fragments_in_order(text: str, fragments: tuple[str, ...]) -> None:
+    position = 0
+    for fragment in fragments:
+        found = text.find(fragment, position)
+        assert found >= 0, f"message fragment {fragment!r} not found (in order) in:\n{text}"
+        position = found + len(fragment)
+
+
+# ----- the world and the commands -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def catalogue_root(world, tmp_path_factory) -> Path:
+    """A private copy of the phantom datasets (raw and preprocessed): rows add and break datasets freely."""
+    root = tmp_path_factory.mktemp("catalogue")
+    for name in (UNL, LAB):
+        shutil.copytree(world.raw / name, root / "nnUNet_raw" / name)
+        shutil.copytree(world.preprocessed / name, root / "nnUNet_preprocessed" / name,
+                        ignore=shutil.ignore_patterns("nnsslPlans_*"))
+    return root
+
+
+@dataclass
+class Ctx:
+    raw: Path
+    preprocessed: Path
+    results: Path
+    tmp: Path
+    monkeypatch: pytest.MonkeyPatch
+
+    def images_only(self, name: str, cases: tuple[str, ...] = ("phantom_000", "phantom_001", "phantom_002"),
+                    channels: tuple[str, ...] = ("CT",), ending: str = ".nii.gz") -> Path:
+        """An images-only raw dataset made of the labelled phantom's images."""
+        folder = self.raw / name
+        (folder / "imagesTr").mkdir(parents=True)
+        for case in cases:
+            for c in range(len(channels)):
+                source = self.raw / LAB / "imagesTr" / f"{case}_0000.nii.gz"
+                if ending == ".nii.gz":
+                    shutil.copy(source, folder / "imagesTr" / f"{case}_{c:04d}{ending}")
+                else:
+                    write_image(sitk.GetArrayFromImage(sitk.ReadImage(str(source))), sitk.ReadImage(str(source)),
+                                folder / "imagesTr" / f"{case}_{c:04d}{ending}")
+        (folder / "dataset.json").write_text(json.dumps({
+            "channel_names": {str(i): c for i, c in enumerate(channels)}, "labels": {"background": 0},
+            "numTraining": len(cases), "file_ending": ending}))
+        return folder
+
+    def random_export(self, plans_name: str) -> dict:
+        argv = ["-t", "991", "-c", "3d_cpu", "--random-init", "--plans-name", plans_name, "--overwrite"]
+        assert export_cli.main(argv) == 0
+        return json.loads((self.preprocessed / LAB / f"{plans_name}.json").read_text())
+
+    def stub_training(self) -> list:
+        """Replace nnU-Net's training entry (our CLI imports it at call time); returns the list of its calls."""
+        calls = []
+        self.monkeypatch.setattr("nnunetv2.run.run_training.run_training", lambda *a, **k: calls.append((a, k)))
+        return calls
+
+
+def write_image(array: np.ndarray, like: sitk.Image, path: Path) -> None:
+    """`array` with `like`'s geometry (and none of its file's metadata)."""
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(like.GetSpacing())
+    image.SetOrigin(like.GetOrigin())
+    image.SetDirection(like.GetDirection())
+    sitk.WriteImage(image, str(path))
+
+
+@pytest.fixture
+def ctx(catalogue_root, tmp_path, monkeypatch) -> Iterator[Ctx]:
+    monkeypatch.setenv("nnUNet_raw", str(catalogue_root / "nnUNet_raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(catalogue_root / "nnUNet_preprocessed"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)  # restored afterwards even where a command sets it
+    threads = torch.get_num_threads()  # -device cpu sets torch's thread count for the process
+    yield Ctx(catalogue_root / "nnUNet_raw", catalogue_root / "nnUNet_preprocessed", tmp_path / "results",
+              tmp_path, monkeypatch)
+    torch.set_num_threads(threads)
+
+
+def _nnunet_train(argv: list[str]) -> int:
+    """nnU-Net's `nnUNetv2_train` in-process: an uncaught exception is exit code 1 with the traceback's last line
+    on stderr, as the console script ends."""
+    from nnunetv2.run.run_training import run_training_entry
+
+    saved = sys.argv
+    sys.argv = ["nnUNetv2_train", *argv]
+    try:
+        run_training_entry()
+    except SystemExit as e:
+        return int(e.code or 0)
+    except Exception as e:  # noqa: BLE001 - what the console script would end with
+        print(traceback.format_exception_only(e)[-1].strip(), file=sys.stderr)
+        return 1
+    finally:
+        sys.argv = saved
+    return 0
+
+
+MAINS: dict[str, Callable[[list[str]], int]] = {"nnssl_prepare": prepare_cli.main, "nnssl_pretrain": pretrain_cli.main,
+                                                 "nnssl_export": export_cli.main, "nnUNetv2_train": _nnunet_train}
+
+
+# ----- one case per catalogue row: set up (yield the command's <placeholders>), then check what is left ---------------
+CASES: dict[str, Callable[[Ctx], Iterator[dict[str, str]]]] = {}
+
+
+def case(case_id: str):
+    def register(setup):
+        CASES[case_id] = setup
+        return setup
+
+    return register
+
+
+@case("unknown-dataset-id")
+def _(ctx):
+    yield {}
+
+
+@case("target-not-planned")
+def _(ctx):
+    ctx.images_only("Dataset981_Unplanned", cases=("phantom_000",))
+    ctx.images_only("Dataset982_NotPlanned", cases=("phantom_000",))
+    yield {}
+
+
+@case("channel-count-differs")
+def _(ctx):
+    ctx.images_only("Dataset983_TwoChannels", cases=("phantom_000",), channels=("CT", "PET"))
+    yield {}
+    assert not (ctx.preprocessed / "Dataset983_TwoChannels").exists()
+
+
+@case("empty-imagestr")
+def _(ctx):
+    ctx.images_only("Dataset984_Empty", cases=())
+    yield {}
+
+
+def _written(ctx, name):
+    return sorted(p.name for p in (ctx.preprocessed / name / "nnsslPretrainPlans_3d_fullres").iterdir())
+
+
+@case("unreadable-image")
+def _(ctx):
+    folder = ctx.images_only("Dataset985_OneBroken")
+    (folder / "imagesTr" / "phantom_001_0000.nii.gz").write_bytes(b"this is not a nifti file")
+    yield {}
+    assert _written(ctx, "Dataset985_OneBroken") == [f"phantom_00{i}{e}" for i in (0, 2)
+                                                     for e in (".b2nd", ".pkl", "_seg.b2nd")]
+
+
+@case("nan-voxel")
+def _(ctx):
+    folder = ctx.images_only("Dataset986_NaN", ending=".mha")  # SimpleITK reads NaN in NIfTI as 0
+    path = folder / "imagesTr" / "phantom_001_0000.mha"
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    array[tuple(s // 2 for s in array.shape)] = np.nan
+    write_image(array, image, path)
+    yield {}
+    assert _written(ctx, "Dataset986_NaN") == [f"phantom_00{i}{e}" for i in (0, 2)
+                                                for e in (".b2nd", ".pkl", "_seg.b2nd")]
+
+
+@case("one-case")
+def _(ctx):
+    ctx.images_only("Dataset979_OneCase", cases=("phantom_000",))
+    yield {}
+    assert (ctx.preprocessed / "Dataset979_OneCase" / "nnsslPretrainPlans.json").is_file()
+
+
+@case("configuration-not-in-plans")
+def _(ctx):
+    yield {}
+
+
+@case("nnunet-variable-unset")
+def _(ctx):
+    ctx.monkeypatch.delenv("nnUNet_preprocessed")
+    yield {}
+
+
+@case("pretrain-dataset-not-prepared")
+def _(ctx):
+    ctx.images_only("Dataset987_Raw", cases=("phantom_000",))
+    yield {}
+
+
+@case("pretrain-configuration-not-in-plans")
+def _(ctx):
+    yield {}
+
+
+def _tiny_plans(ctx) -> None:
+    """Plans 'nnsslCatalogueTiny' for 990: 3d_cpu with batch 1 and one bottleneck position, and with a 2-voxel
+    axis (both on 3d_cpu's data)."""
+    path = ctx.preprocessed / UNL / "nnsslCatalogueTiny.json"
+    if path.exists():
+        return
+    plans = json.loads((ctx.preprocessed / UNL / "nnsslPretrainPlans.json").read_text())
+    plans["plans_name"] = "nnsslCatalogueTiny"
+    plans["configurations"]["3d_cpu_b1"] = {"inherits_from": "3d_cpu", "batch_size": 1, "patch_size": [8, 16, 16]}
+    plans["configurations"]["3d_cpu_thin"] = {"inherits_from": "3d_cpu", "patch_size": [2, 48, 48]}
+    path.write_text(json.dumps(plans, indent=2))
+
+
+@case("too-small-for-whitening")
+def _(ctx):
+    _tiny_plans(ctx)
+    yield {}
+
+
+@case("too-small-for-local-grid")
+def _(ctx):
+    _tiny_plans(ctx)
+    yield {}
+
+
+@case("continue-without-checkpoint")
+def _(ctx):
+    calls = ctx.stub_training()
+    yield {}
+    assert len(calls) == 1 and calls[0][1]["continue_training"] is True
+
+
+@case("cuda-not-available")
+def _(ctx):
+    ctx.monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    yield {}
+
+
+@case("results-not-writable")
+def _(ctx):
+    (ctx.tmp / "file.txt").write_text("a regular file")
+    ctx.monkeypatch.setenv("nnUNet_results", str(ctx.tmp / "file.txt" / "results"))
+    calls = ctx.stub_training()
+    yield {}
+    assert calls == [], "no training started"
+
+
+def _target_arch(ctx) -> dict:
+    plans = json.loads((ctx.preprocessed / LAB / "nnUNetPlans.json").read_text())
+    return plans["configurations"]["3d_cpu"]["architecture"]
+
+
+def _nnssl_checkpoint(path: Path, arch: dict, channels: int) -> None:
+    """A MIC-DKFZ nnssl-style checkpoint (no weights needed: the architecture check comes first)."""
+    torch.save({"network_weights": {}, "nnssl_adaptation_plan": {
+        "architecture_plans": {"arch_class_name": arch["network_class_name"], "arch_kwargs": arch["arch_kwargs"]},
+        "pretrain_num_input_channels": channels}}, path)
+
+
+@case("architecture-differs")
+def _(ctx):
+    arch = _target_arch(ctx)
+    arch["arch_kwargs"] = {**arch["arch_kwargs"], "features_per_stage": [4, 8, 16, 32, 40]}
+    _nnssl_checkpoint(ctx.tmp / "other.pth", arch, 1)
+    yield {"<other.pth>": str(ctx.tmp / "other.pth")}
+
+
+@case("input-channels-differ")
+def _(ctx):
+    _nnssl_checkpoint(ctx.tmp / "two_channels.pth", _target_arch(ctx), 2)
+    yield {"<two_channels.pth>": str(ctx.tmp / "two_channels.pth")}
+
+
+class _OpensAFile:
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return open, (self.target, "w")
+
+
+@case("crafted-pickle")
+def _(ctx):
+    torch.save({"network_weights": {}, "nnssl_adaptation_plan": _OpensAFile(str(ctx.tmp / "pwned"))},
+               ctx.tmp / "evil.pth")
+    yield {"<evil.pth>": str(ctx.tmp / "evil.pth")}
+    assert not (ctx.tmp / "pwned").exists(), "the pickle was executed"
+    assert not (ctx.preprocessed / LAB / "nnsslPlans_evil.json").exists()
+
+
+@case("several-runs")
+def _(ctx):
+    for name in ("nnsslPretrainer_moco_1epochs__nnsslPretrainPlans__3d_cpu",
+                 "nnsslPretrainer_moco_2epochs__nnsslPretrainPlans__3d_cpu"):
+        (ctx.results / UNL / name / "fold_all").mkdir(parents=True)
+    yield {}
+
+
+@case("no-run")
+def _(ctx):
+    yield {}
+
+
+@case("other-package-versions")
+def _(ctx):
+    """A real pretrained-weights file (the pretrainer's own writer, after initialize(); no training step), its
+    recorded versions set to older nnunetv2 and torch."""
+    from nnssl_plugin.pretrain import registry
+    from nnssl_plugin.pretrained import write_pretrained_weights
+
+    plans = json.loads((ctx.preprocessed / UNL / "nnsslPretrainPlans.json").read_text())
+    dataset_json = json.loads((ctx.preprocessed / UNL / "dataset.json").read_text())
+    trainer = registry.trainer_class("nnsslPretrainer_moco_1epochs_1iters")(
+        {**plans, "continue_training": False}, "3d_cpu", "all", dataset_json, torch.device("cpu"))
+    trainer.initialize()
+    path = write_pretrained_weights(trainer, ctx.tmp / "old_versions.pth")
+    payload = torch.load(path, weights_only=True)
+    payload["versions"].update(nnunetv2="2.5.0", torch="2.0.0")
+    torch.save(payload, path)
+    yield {"<old_versions.pth>": str(path)}
+    exported = json.loads((ctx.preprocessed / LAB / "nnsslPlans_old.json").read_text())
+    assert exported["pretrain_info"]["method"] == "moco"
+
+
+@case("disk-full-export")
+def _(ctx):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    ctx.monkeypatch.setattr(torch, "save", full)
+    yield {}
+    left = sorted(p.name for p in (ctx.preprocessed / LAB).iterdir() if "nnsslPlans_full" in p.name)
+    assert left == [], f"left behind: {left}"
+
+
+@case("plans-without-pretrain-info")
+def _(ctx):
+    ctx.monkeypatch.setenv("nnUNet_extTrainer", _ext_trainer_path())
+    yield {}
+
+
+def _ext_trainer_path() -> str:
+    from nnssl_plugin.ext_trainers import ext_trainer_folder
+
+    return str(ext_trainer_folder())
+
+
+def _damaged_export(ctx, plans_name: str, damage: Callable[[Path], None]) -> Iterator[dict[str, str]]:
+    plans = ctx.random_export(plans_name)
+    damage(Path(plans["pretrain_info"]["weights"]))
+    ctx.monkeypatch.setenv("nnUNet_extTrainer", _ext_trainer_path())
+    yield {}
+
+
+@case("weights-missing")
+def _(ctx):
+    yield from _damaged_export(ctx, "nnsslPlans_gone", lambda p: p.unlink())
+
+
+@case("weights-truncated")
+def _(ctx):
+    yield from _damaged_export(ctx, "nnsslPlans_cut", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]))
+
+
+@case("weights-wrong-sha256")
+def _(ctx):
+    yield from _damaged_export(ctx, "nnsslPlans_swapped", lambda p: torch.save({"format": "nnssl_export/1"}, p))
+
+
+@case("ext-trainer-unset")
+def _(ctx):
+    yield {}
+
+
+# ----- the parametrised test ------------------------------------------------------------------------------------------
+def _params() -> list:
+    ids = [row.case_id for row in ROWS if row.case_id]
+    if len(ids) != len(set(ids)):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"{DOC.name}: case ids named by more than one row: {twice}")
+    params = [pytest.param(row, None, id=row.case_id or row.node.split("::")[-1]) for row in ROWS]
+    documented = set(ids)
+    params += [pytest.param(None, case_id, id=case_id) for case_id in CASES if case_id not in documented]
+    return params
+
+
+def _test_function_exists(node: str) -> bool:
+    path, _, name = node.partition("::")
+    file = REPO / path
+    if not file.is_file() or not name:
+        return False
+    tree = ast.parse(file.read_text())
+    return any(isinstance(n, ast.FunctionDef) and n.name == name for n in tree.body)
+
+
+@pytest.mark.parametrize("row,undocumented", _params())
+def test_bad_input(row: Row | None, undocumented: str | None, request, capsys):
+    if row is None:
+        pytest.fail(f"case '{undocumented}' has no row in {DOC.name}: document it or remove it")
+    if row.case_id is None:  # checked by the test the row names
+        assert _test_function_exists(row.node), f"{row.node} (named by '{row.input}') does not exist"
+        return
+    assert row.case_id in CASES, f"row '{row.input}' names {row.node}, but there is no case '{row.case_id}'"
+    assert row.exit.isdigit(), f"row '{row.input}': a command's exit code, got {row.exit!r}"
+    assert row.fragments, f"row '{row.input}' has no message fragment"
+    ctx = request.getfixturevalue("ctx")
+    steps = CASES[row.case_id](ctx)
+    substitutions = next(steps)
+    argv = shlex.split(row.command)
+    argv = [substitutions.get(a, a) for a in argv]
+    capsys.readouterr()  # what the set-up printed
+    code = MAINS[argv[0]](argv[1:])
+    out, err = capsys.readouterr()
+    assert code == int(row.exit), f"exit code {code}, the table says {row.exit}\nstdout:\n{out}\nstderr:\n{err}"
+    if argv[0] == "nnUNetv2_train":  # nnU-Net's command: its traceback's last line
+        assert_fragments_in_order(err.strip().splitlines()[-1], row.fragments)
+    elif code != 0:  # ours: exactly one line, '<prog>: error: <message>'
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{argv[0]}: error: "), f"not one error line:\n{err}"
+        assert_fragments_in_order(lines[0], row.fragments)
+    else:  # stdout, then stderr (warnings)
+        assert_fragments_in_order(out + err, row.fragments)
+    next(steps, None)  # the case's checks of what is (not) left behind
+
+
+# ----- library behaviours the table points at ------------------------------------------------------------------------
+class _Cases:
+    """What TwoViewDataLoader reads of an nnU-Net dataset (`identifiers`, `load_case`), over in-memory arrays."""
+
+    def __init__(self, cases: dict[str, np.ndarray]):
+        self.cases = cases
+        self.identifiers = sorted(cases)
+
+    def load_case(self, key: str):
+        return self.cases[key], None, None, {"class_locations": {}}
+
+
+def _labels() -> LabelManager:
+    return LabelManager({"background": 0}, regions_class_order=None)
+
+
+def test_a_case_smaller_than_the_patch_is_zero_padded_and_sampled_inside():
+    np.random.seed(0)
+    shape, patch = (5, 9, 7), (8, 16, 16)
+    data = np.random.default_rng(0).uniform(1.0, 2.0, (1, *shape)).astype(np.float32)  # no 0 inside the case
+    loader = TwoViewDataLoader(_Cases({"small": data}), 3, patch, _labels(), num_voxels=64)
+    for _ in range(4):
+        batch = next(loader)
+        assert batch["view1"].shape == (3, 1, *patch) == batch["view2"].shape
+        assert ((batch["view1"] != 0).sum(dim=(1, 2, 3, 4)) == np.prod(shape)).all(), "the whole case, 0 around it"
+        case_voxels = []
+        for v in ("1", "2"):
+            voxels = batch["voxels" + v].numpy()
+            j = batch["voxel_batch"].numpy()
+            mirror, start = batch["mirror" + v].numpy()[j], batch["start" + v].numpy()[j]
+            index = np.where(mirror, np.array(patch) - 1 - voxels, voxels)
+            case_voxels.append(start + index)
+        assert np.array_equal(case_voxels[0], case_voxels[1]), "both views name the same case voxels"
+        assert ((case_voxels[0] >= 0) & (case_voxels[0] < np.array(shape))).all(), "sampled inside the case only"
+
+
+def test_a_crop_with_nan_names_the_case():
+    data = np.ones((1, 5, 9, 7), dtype=np.float32)
+    data[0, 2, 4, 3] = np.nan  # the case is smaller than the patch: every crop holds this voxel
+    loader = TwoViewDataLoader(_Cases({"case_with_nan": data}), 2, (8, 16, 16), _labels())
+    with pytest.raises(NnsslError) as error:
+        next(loader)
+    assert_fragments_in_order(str(error.value), row_for(f"{HERE}::test_a_crop_with_nan_names_the_case").fragments)
+
+
+def test_a_full_disk_hidden_behind_a_runtime_error_is_named(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from nnssl_plugin import io_utils
+    from nnssl_plugin.checkpoints import atomic_torch_save
+
+    def unexpected_pos(obj, f, *args, **kwargs):
+        f.write(b"half a file")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(torch, "save", unexpected_pos)
+    monkeypatch.setattr(io_utils.shutil, "disk_usage", lambda folder: usage(1 << 30, (1 << 30) - 4096, 4096))
+    with pytest.raises(NnsslError) as error:
+        atomic_torch_save({"w": torch.zeros(3)}, tmp_path / "weights.pth")
+    node = f"{HERE}::test_a_full_disk_hidden_behind_a_runtime_error_is_named"
+    assert_fragments_in_order(str(error.value), row_for(node).fragments)
+    assert list(tmp_path.iterdir()) == [], "no temp file left"
+    monkeypatch.setattr(io_utils.shutil, "disk_usage", lambda folder: usage(1 << 30, 0, 1 << 30))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # with space left it is not called a full disk
+        atomic_torch_save({"w": torch.zeros(3)}, tmp_path / "weights.pth")
