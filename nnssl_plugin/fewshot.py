@@ -19,6 +19,16 @@ from nnssl_plugin.io_utils import atomic_write_json, load_json
 INDEX = "fewshot_folds.json"
 
 
+def labelled_identifiers(folder: Path) -> list[str]:
+    """The case identifiers of a planned labelled dataset (`nnUNet_preprocessed/<D>/gt_segmentations`)."""
+    gt = folder / "gt_segmentations"
+    if not gt.is_dir():
+        raise NnsslError(f"{folder} has no gt_segmentations; run nnUNetv2_plan_and_preprocess -d "
+                         f"{int(folder.name[7:10])} first")
+    ending = load_json(folder / "dataset.json")["file_ending"]
+    return sorted(p.name[: -len(ending)] for p in gt.iterdir() if p.name.endswith(ending))
+
+
 def default_splits(identifiers: list[str]) -> list[dict]:
     from nnunetv2.utilities.crossval_split import generate_crossval_split
 

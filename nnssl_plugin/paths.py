@@ -113,3 +113,15 @@ def check_id_free(dataset_id: int, name: str) -> None:
     if others:
         raise NnsslError(f"dataset id {dataset_id} is already used by {', '.join(sorted(others))}; "
                          f"choose another id with -d")
+
+
+def console_script(name: str) -> str:
+    """A console script of the environment this process runs in (a venv need not be on PATH), else of PATH."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        raise NnsslError(f"{name} not found next to {sys.executable} or on PATH; install nnunetv2 in this environment")
+    return found

@@ -38,6 +38,7 @@ class nnUNetTrainerSSLScratch(nnUNetTrainer):
     seed: ClassVar[int | None] = None
     ssl_initial_lr: ClassVar[float] = 5e-3  # half nnU-Net's 1e-2: pretrained weights should not be washed out
     warmup_fraction: ClassVar[float] = 0.05  # linear warm-up over the first 5 % of the epochs (at least one)
+    validation_mirroring: ClassVar[bool] = True  # False (_noTTA): final validation without test-time mirroring
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -60,6 +61,12 @@ class nnUNetTrainerSSLScratch(nnUNetTrainer):
                                     nesterov=True)
         warmup = max(1, round(self.warmup_fraction * self.num_epochs))
         return optimizer, WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, warmup)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        if not self.validation_mirroring:  # after checkpoint_final is written: nnUNetv2_predict still mirrors
+            self.inference_allowed_mirroring_axes = None
+            self.print_to_log_file("final validation without test-time mirroring (_noTTA)")
+        super().perform_actual_validation(save_probabilities)
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written atomically (temp file, fsync, rename; the replaced latest kept as

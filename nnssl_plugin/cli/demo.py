@@ -1,12 +1,16 @@
-"""`nnssl_demo`: the plugin's main job on the built-in CT phantom data, stage by stage.
+"""`nnssl_demo`: the plugin's whole story on the built-in CT phantom data: did pretraining help, and which method?
 
-Stages in this release: generate the phantom datasets, plan and preprocess the labelled one with nnU-Net's own
-`nnUNetv2_plan_and_preprocess`, add the small CPU configuration, prepare the unlabelled one on the labelled one's
-plans, load one batch of it through nnU-Net's own data loader, and pretrain moco_zca on it for a few epochs on the
-CPU. Export, fine-tuning and the Dice table join the same command in later releases.
+Stages: generate the phantom datasets; plan and preprocess the labelled one with nnU-Net's own
+`nnUNetv2_plan_and_preprocess`; add the small CPU configuration; prepare the unlabelled one on the labelled one's
+plans; pretrain `moco_zca` and `hier` (short); export both and a random-initialised network (the frozen
+evaluations' baseline); add a few-label fold (few labelled training cases, fixed validation cases); train on it with
+nnU-Net's `nnUNetv2_train`: for each export the linear probe and the frozen encoder, for each pretrained export the
+fine-tuning trainer, and the scratch baseline with the same schedule; then a table of nnU-Net's validation Dice
+(per organ and mean, from each fold's summary.json) with the number of seeds behind each number.
 
-Everything lands under --work-dir (nnUNet_raw, nnUNet_preprocessed, nnUNet_results), never in a user's own
-nnU-Net folders.
+Everything lands under --work-dir (nnUNet_raw, nnUNet_preprocessed, nnUNet_results), never in a user's own nnU-Net
+folders. The defaults fit a 2-core CPU in about a quarter of an hour; larger settings (-device cuda, more epochs,
+iterations, labelled cases and seeds) reproduce the same study on a GPU.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import time
 from pathlib import Path
 
 from nnssl_plugin.errors import NnsslError, cli_entry
+from nnssl_plugin.paths import console_script
 
 PROG = "nnssl_demo"
 MARKER = ".nnssl_demo"
@@ -34,8 +39,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", type=int, default=2, help="processes for preprocessing (default 2)")
     p.add_argument("--epochs", type=int, default=3, help="pretraining epochs (default 3)")
     p.add_argument("--iters", type=int, default=10, help="pretraining iterations per epoch (default 10)")
-    p.add_argument("-device", default="cpu", help="pretraining device (default cpu)")
+    p.add_argument("--methods", nargs="+", default=["moco_zca", "hier"], help="pretraining methods (default "
+                   "moco_zca hier)")
+    p.add_argument("--labelled-cases", type=int, default=2, help="labelled training cases downstream (default 2)")
+    p.add_argument("--ft-epochs", type=int, default=5, help="downstream epochs (default 5)")
+    p.add_argument("--ft-iters", type=int, default=20, help="downstream iterations per epoch (default 20)")
+    p.add_argument("--seeds", type=int, default=1, help="downstream seeds per arm (default 1)")
+    p.add_argument("--tta", action="store_true", help="validate with test-time mirroring (8x slower on a CPU)")
+    p.add_argument("-device", default="cpu", help="device of every training (default cpu)")
     return p
+
+
+ORGANS = ("spleen", "r.kidney", "l.kidney", "gallbl.", "esoph.", "liver", "stomach", "aorta", "IVC", "veins",
+          "pancreas", "r.adr.", "l.adr.")
+
+
+def downstream_arms(methods: list[str]) -> list[tuple[str, str, str]]:
+    """(method label, trainer, plans) of every downstream run: frozen evaluations of each export and of the
+    random-initialised one, fine-tuning of each pretrained export, and scratch on the target's own plans."""
+    arms = []
+    for method in [*methods, "random"]:
+        for trainer in ("nnUNetTrainerSSLLinear", "nnUNetTrainerSSLFrozenEncoder"):
+            arms.append((method, trainer, f"nnsslPlans_{method}"))
+    arms += [(method, "nnUNetTrainerSSLInit", f"nnsslPlans_{method}") for method in methods]
+    arms.append(("scratch", "nnUNetTrainerSSLScratch", "nnUNetPlans"))
+    return arms
 
 
 class Stages:
@@ -50,21 +78,12 @@ class Stages:
               f"(elapsed {time.time() - self.start:.0f} s)", flush=True)
 
 
-def _executable(name: str) -> str:
-    """A console script of the environment this command runs in (a venv need not be on PATH), else of PATH."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.is_file() else shutil.which(name)
-    if found is None:
-        raise NnsslError(f"{name} not found next to {sys.executable} or on PATH; install nnunetv2 in this environment")
-    return found
-
-
 def _run(command: list[str], log_file: Path) -> None:
     """Run one nnU-Net command; its output goes to `log_file`, and its tail is shown if it fails."""
     env = os.environ.copy()
     if command[0].startswith("nnUNetv2_plan") and env.get("nnUNet_n_proc_DA") == "0":
         del env["nnUNet_n_proc_DA"]  # nnU-Net 2.8.1's planner calls torch.set_num_threads(n_proc_DA): 0 crashes it
-    command = [_executable(command[0]), *command[1:]]
+    command = [console_script(command[0]), *command[1:]]
     with open(log_file, "w") as log:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     if code != 0:
@@ -90,15 +109,23 @@ def _prepare_work_dir(work: Path) -> None:
 @cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from nnssl_plugin.cli import cpu_config, demo_data, prepare
+    from nnssl_plugin.cli import cpu_config, demo_data, export, prepare
 
     work = Path(args.work_dir).resolve()
+    arms = downstream_arms(args.methods)
+    runs = [(arm, seed) for arm in arms for seed in range(args.seeds)]
+    suffix = f"_{args.ft_epochs}epochs_{args.ft_iters}iters"
     stages = Stages(["generate CT phantoms (Dataset990 unlabelled, Dataset991 labelled)",
                      "nnUNetv2_plan_and_preprocess -d 991 -c 3d_fullres",
                      "nnssl_add_cpu_config -d 991 (configuration 3d_cpu)",
                      "nnssl_prepare -d 990 -t 991",
-                     "load a batch of Dataset990 with nnU-Net's nnUNetDataLoader",
-                     f"nnssl_pretrain -d 990 -m moco_zca -c 3d_cpu ({args.epochs} epochs x {args.iters} iterations)"])
+                     *[f"nnssl_pretrain -d 990 -m {m} -c 3d_cpu ({args.epochs} epochs x {args.iters} iterations)"
+                       for m in args.methods],
+                     f"nnssl_export -d 990 -m {{{','.join(args.methods)}}} -t 991, and --random-init",
+                     f"nnssl_fewshot_splits -d 991 -n {args.labelled_cases}",
+                     f"nnUNetv2_train 991 3d_cpu: {len(runs)} runs ({args.ft_epochs} epochs x {args.ft_iters} "
+                     f"iterations, {args.labelled_cases} labelled cases)",
+                     "table"])
     _prepare_work_dir(work)
     logs = work / "logs"
     logs.mkdir()
@@ -114,23 +141,102 @@ def main(argv: list[str] | None = None) -> int:
     _check(cpu_config.main(["-d", "991"]))
     stages.next()
     _check(prepare.main(["-d", "990", "-t", "991", "-np", str(args.np)]))
+    results = work / "nnUNet_results"
+    for method in args.methods:
+        stages.next()
+        _run(["nnssl_pretrain", "-d", "990", "-m", method, "-c", "3d_cpu", "-device", args.device, "--epochs",
+              str(args.epochs), "--iters", str(args.iters), "--seed", str(args.seed)], logs / f"pretrain_{method}.log")
+        run = (results / "Dataset990_PhantomUnlabelled" / f"nnsslPretrainer_{method}_{args.epochs}epochs_"
+               f"{args.iters}iters_seed{args.seed}__nnsslPretrainPlans__3d_cpu" / "fold_all")
+        print(f"  {_last_epoch_line(run)}")
+        print(f"  plots: {run / 'progress.png'}, {run / 'spectrum.png'}")
     stages.next()
-    shape = _load_one_batch(work)
-    print(f"  nnUNetDataLoader batch from Dataset990: {shape} (batch, channel, z, y, x)")
+    with _quiet(logs / "export.log"):
+        for method in args.methods:
+            _check(export.main(["-d", "990", "-m", method, "-t", "991", "-c", "3d_cpu"]))
+        _check(export.main(["-t", "991", "-c", "3d_cpu", "--random-init", "--seed", str(args.seed)]))
+    print(f"  plans nnsslPlans_{{{','.join([*args.methods, 'random'])}}} of Dataset991 (log: {logs / 'export.log'})")
     stages.next()
-    _run(["nnssl_pretrain", "-d", "990", "-m", "moco_zca", "-c", "3d_cpu", "-device", args.device, "--epochs",
-          str(args.epochs), "--iters", str(args.iters)], logs / "pretrain_moco_zca.log")
-    run = (work / "nnUNet_results" / "Dataset990_PhantomUnlabelled" /
-           f"nnsslPretrainer_moco_zca_{args.epochs}epochs_{args.iters}iters__nnsslPretrainPlans__3d_cpu" / "fold_all")
-    print(f"  {_last_epoch_line(run)}")
-    print(f"  plots: {run / 'progress.png'}, {run / 'spectrum.png'}; weights: {run / 'pretrained_weights.pth'}")
+    from nnssl_plugin.fewshot import add_fewshot_folds, labelled_identifiers
 
-    print(f"\ndone in {time.time() - stages.start:.0f} s. The demo's nnU-Net folders:")
+    target = work / "nnUNet_preprocessed" / "Dataset991_PhantomBTCV"
+    fold = add_fewshot_folds(target, labelled_identifiers(target), [args.labelled_cases], 1, args.seed)[0]
+    print(f"  fold {fold['fold']}: train on {', '.join(fold['train'])}; validate on {', '.join(fold['val'])}")
+    stages.next()
+    os.environ["nnUNet_extTrainer"] = _ext_trainer_path()
+    scores: dict[tuple[str, str], list[list[float]]] = {}
+    for i, ((method, trainer, plans), seed) in enumerate(runs, 1):
+        name = f"{trainer}{suffix}_seed{seed}" + ("" if args.tta else "_noTTA")
+        print(f"  [{i}/{len(runs)}] {method}: nnUNetv2_train 991 3d_cpu {fold['fold']} -tr {name} -p {plans} "
+              f"(elapsed {time.time() - stages.start:.0f} s)", flush=True)
+        _run(["nnUNetv2_train", "991", "3d_cpu", str(fold["fold"]), "-tr", name, "-p", plans, "-device", args.device],
+             logs / f"train_{name}_{plans}.log")
+        summary = (results / "Dataset991_PhantomBTCV" / f"{name}__{plans}__3d_cpu" / f"fold_{fold['fold']}" /
+                   "validation" / "summary.json")
+        scores.setdefault((method, trainer), []).append(_dice_per_organ(summary))
+    stages.next()
+    table = _table(scores, args.seeds)
+    print(table)
+    (work / "demo_table.md").write_text(table + "\n")
+    print(f"\ndone in {time.time() - stages.start:.0f} s. Table: {work / 'demo_table.md'}; nnU-Net's logs: {logs}")
+    print("Phantom numbers from a few minutes of CPU training say nothing about real CT; the same command with "
+          "-device cuda and larger --epochs/--iters/--ft-epochs/--ft-iters/--labelled-cases/--seeds is the real study.")
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         print(f"  export {var}={os.environ[var]}")
-    print("With these set, nnU-Net's own commands work on the demo data, e.g.\n"
-          "  nnUNetv2_train 991 3d_cpu 0 -tr nnUNetTrainer_1epoch -device cpu")
     return 0
+
+
+def _ext_trainer_path() -> str:
+    from nnssl_plugin.ext_trainers import with_ext_trainer_folder
+
+    return with_ext_trainer_folder(os.environ.get("nnUNet_extTrainer"))
+
+
+class _quiet:
+    """Send a stage's own prints (export reports, fold lists) to its log file instead of the terminal."""
+
+    def __init__(self, log_file: Path):
+        self.log_file = log_file
+
+    def __enter__(self):
+        import contextlib
+
+        self._file = open(self.log_file, "w")
+        self._redirect = contextlib.redirect_stdout(self._file)
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._redirect.__exit__(*exc)
+        self._file.close()
+        return False
+
+
+def _dice_per_organ(summary: Path) -> list[float]:
+    """nnU-Net's validation Dice of each of the 13 organs (label order), then their mean."""
+    from nnssl_plugin.io_utils import load_json
+
+    mean = load_json(summary)["mean"]
+    per_organ = [float(mean[str(label)]["Dice"]) for label in range(1, len(ORGANS) + 1)]
+    return [*per_organ, float(load_json(summary)["foreground_mean"]["Dice"])]
+
+
+def _table(scores: dict[tuple[str, str], list[list[float]]], seeds: int) -> str:
+    import numpy as np
+
+    short = {"nnUNetTrainerSSLLinear": "linear probe", "nnUNetTrainerSSLFrozenEncoder": "frozen encoder",
+             "nnUNetTrainerSSLInit": "fine-tune", "nnUNetTrainerSSLScratch": "scratch"}
+    lines = [f"Validation Dice (nnU-Net summary.json), mean over {seeds} seed(s)" +
+             (" ± sd" if seeds > 1 else " (one seed: no spread measured)"),
+             "| method | trainer | mean | " + " | ".join(ORGANS) + " |",
+             "| --- | --- | --- |" + " --- |" * len(ORGANS)]
+    for (method, trainer), runs in scores.items():
+        values = np.array(runs)  # (seeds, 13 + 1)
+        cell = (lambda j: f"{values[:, j].mean():.3f} ± {values[:, j].std():.3f}") if seeds > 1 else \
+            (lambda j: f"{values[0, j]:.3f}")
+        lines.append(f"| {method} | {short[trainer]} | **{cell(len(ORGANS))}** | "
+                     + " | ".join(cell(j) for j in range(len(ORGANS))) + " |")
+    return "\n".join(lines)
 
 
 def _last_epoch_line(run: Path) -> str:
@@ -143,22 +249,3 @@ def _last_epoch_line(run: Path) -> str:
 def _check(code: int) -> None:
     if code:
         raise NnsslError("a demo stage failed (see the error above)")
-
-
-def _load_one_batch(work: Path) -> tuple[int, ...]:
-    """Proof that the prepared data is nnU-Net data: one batch from nnU-Net's own loader on the 3d_cpu patch."""
-    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
-    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from nnssl_plugin.io_utils import load_json
-
-    root = work / "nnUNet_preprocessed" / "Dataset990_PhantomUnlabelled"
-    plans = PlansManager(str(root / "nnsslPretrainPlans.json"))
-    config = plans.get_configuration("3d_cpu")
-    folder = str(root / config.data_identifier)
-    dataset = infer_dataset_class(folder)(folder)
-    label_manager = plans.get_label_manager(load_json(root / "dataset.json"))
-    loader = nnUNetDataLoader(dataset, 2, config.patch_size, config.patch_size, label_manager)
-    batch = next(loader)
-    return tuple(batch["data"].shape)

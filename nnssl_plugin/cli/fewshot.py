@@ -21,20 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from nnssl_plugin.fewshot import add_fewshot_folds
+    from nnssl_plugin.fewshot import add_fewshot_folds, labelled_identifiers
     from nnssl_plugin.paths import find_dataset_name, preprocessed_folder
 
     if args.repeats < 1:
         raise NnsslError("--repeats must be at least 1")
     dataset = find_dataset_name(args.d, in_raw=False)
     folder = preprocessed_folder() / dataset
-    gt = folder / "gt_segmentations"
-    if not gt.is_dir():
-        raise NnsslError(f"{folder} has no gt_segmentations; run nnUNetv2_plan_and_preprocess -d {args.d} first")
-    from nnssl_plugin.io_utils import load_json
-
-    ending = load_json(folder / "dataset.json")["file_ending"]
-    identifiers = sorted(p.name[: -len(ending)] for p in gt.iterdir() if p.name.endswith(ending))
+    identifiers = labelled_identifiers(folder)
     records = add_fewshot_folds(folder, identifiers, args.n, args.repeats, args.seed)
     print(f"{folder / 'splits_final.json'}: validation on {len(records[0]['val'])} fixed case(s)")
     for r in records:

@@ -29,23 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trainer for the exports (default nnUNetTrainerSSLInit; e.g. nnUNetTrainerSSLLinear)")
     p.add_argument("--epochs", type=int, default=None, help="run length of every trainer (default nnU-Net's)")
     p.add_argument("--iters", type=int, default=None, help="iterations per epoch (default nnU-Net's)")
+    p.add_argument("--no-tta", action="store_true",
+                   help="final validation without test-time mirroring (trainer suffix _noTTA; 8x faster on a CPU)")
     p.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"), help="device (default cuda)")
     p.add_argument("-o", default=None, help="output folder (default nnUNet_results/<dataset>/nnssl_sweep_<c>)")
     p.add_argument("--dry-run", action="store_true", help="print the nnU-Net commands, run nothing, write nothing")
     return p
 
 
-def _variant(trainer: str, epochs: int | None, iters: int | None) -> str:
-    return trainer + (f"_{epochs}epochs" if epochs else "") + (f"_{iters}iters" if iters else "")
+def _variant(trainer: str, epochs: int | None, iters: int | None, no_tta: bool) -> str:
+    return (trainer + (f"_{epochs}epochs" if epochs else "") + (f"_{iters}iters" if iters else "")
+            + ("_noTTA" if no_tta else ""))
 
 
 @cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from nnssl_plugin.ext_trainers import with_ext_trainer_folder
-    from nnssl_plugin.fewshot import add_fewshot_folds
-    from nnssl_plugin.io_utils import load_json
-    from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, results_folder
+    from nnssl_plugin.fewshot import add_fewshot_folds, labelled_identifiers
+    from nnssl_plugin.paths import console_script, find_dataset_name, preprocessed_folder, results_folder
     from nnssl_plugin.sweep import collect, sweep_runs, write_outputs
 
     if not args.plans and args.baseline == "none":
@@ -57,14 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             hint = f"nnssl_export ... -t {args.d}" if plans.startswith("nnsslPlans_") else \
                 f"nnUNetv2_plan_and_preprocess -d {args.d}"
             raise NnsslError(f"{folder / (plans + '.json')} not found; run {hint} first")
-    ending = load_json(folder / "dataset.json")["file_ending"]
-    gt = folder / "gt_segmentations"
-    if not gt.is_dir():
-        raise NnsslError(f"{folder} has no gt_segmentations; run nnUNetv2_plan_and_preprocess -d {args.d} first")
-    identifiers = sorted(p.name[: -len(ending)] for p in gt.iterdir() if p.name.endswith(ending))
+    identifiers = labelled_identifiers(folder)
     folds = add_fewshot_folds(folder, identifiers, args.n, args.repeats, args.seed, write=not args.dry_run)
-    runs = sweep_runs(folds, args.plans, _variant(args.trainer, args.epochs, args.iters), args.baseline,
-                      _variant("nnUNetTrainerSSLScratch", args.epochs, args.iters), args.p)
+    runs = sweep_runs(folds, args.plans, _variant(args.trainer, args.epochs, args.iters, args.no_tta),
+                      args.baseline, _variant("nnUNetTrainerSSLScratch", args.epochs, args.iters, args.no_tta), args.p)
     dataset_id = str(int(dataset[7:10]))
     commands = [[*run.command(dataset_id, args.c), "-device", args.device] for run in runs]
     if args.dry_run:
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i}/{len(runs)}] done already: {shlex.join(command)}", flush=True)
             continue
         print(f"[{i}/{len(runs)}] {shlex.join(command)}", flush=True)
-        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        done = subprocess.run([console_script(command[0]), *command[1:]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
             raise NnsslError(f"'{shlex.join(command)}' failed ({tail}); its log is in "

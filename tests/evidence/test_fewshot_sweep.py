@@ -72,9 +72,10 @@ def test_sweep_dry_run_prints_exactly_the_nnunet_commands(in_world, capsys):
 def test_small_real_sweep_writes_csv_and_png_from_the_summaries(in_world, capsys):
     assert export_cli.main(["-t", "991", "-c", "3d_cpu", "--random-init", "--plans-name", "nnsslPlans_sweep",
                             "--overwrite"]) == 0
+    capsys.readouterr()
     out = in_world.root / "sweep_out"
     code = sweep_cli.main(["-d", "991", "-c", "3d_cpu", "--plans", "nnsslPlans_sweep", "-n", "1", "2", "--repeats",
-                           "1", "--epochs", "1", "--iters", "2", "-device", "cpu", "-o", str(out)])
+                           "1", "--epochs", "1", "--iters", "2", "--no-tta", "-device", "cpu", "-o", str(out)])
     printed = capsys.readouterr().out
     assert code == 0 and "| sweep |" in printed and "| scratch |" in printed
     rows = list(csv.DictReader((out / "label_efficiency.csv").open()))
@@ -83,6 +84,6 @@ def test_small_real_sweep_writes_csv_and_png_from_the_summaries(in_world, capsys
     for r in rows:
         summary = json.loads(open(r["summary"]).read())
         assert float(r["mean_dice"]) == summary["foreground_mean"]["Dice"]
-        assert f"fold_{r['fold']}" in r["summary"] and r["trainer"] in r["summary"]
+        assert f"fold_{r['fold']}" in r["summary"] and r["trainer"] in r["summary"] and r["trainer"].endswith("_noTTA")
     assert (out / "label_efficiency.png").stat().st_size > 0
     assert shlex.split(printed.splitlines()[0])[0] == "[1/4]"

@@ -51,3 +51,13 @@ def test_method_is_read_from_a_trainer_name_by_longest_match():
     assert method_from_trainer_name("nnsslPretrainer_moco_zca_3epochs") == "moco_zca"
     assert method_from_trainer_name("nnsslPretrainer_moco_seed2") == "moco"
     assert method_from_trainer_name("nnUNetTrainer") is None
+
+
+def test_downstream_no_tta_variant_turns_off_only_validation_mirroring():
+    from nnssl_plugin.nnunet_trainers.registry import trainer_class as downstream
+
+    cls = downstream("nnUNetTrainerSSLLinear_3epochs_noTTA")
+    assert (cls.epochs, cls.validation_mirroring) == (3, False)
+    assert downstream("nnUNetTrainerSSLLinear_3epochs").validation_mirroring is True
+    with pytest.raises(AttributeError):
+        downstream("nnUNetTrainerSSLLinear_noTTA_3epochs")
