@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnssl_plugin.config import HierConfig
-from nnssl_plugin.losses.voxel import nt_xent_from_logits, positive_top1, voxel_nt_xent_logits
+from nnssl_plugin.losses.voxel import voxel_nt_xent_with_top1
 from nnssl_plugin.modules.projector import ProjectionHead
 from nnssl_plugin.modules.pyramid import level_channels, pad_to_multiple, unet_pyramid
 from nnssl_plugin.ops.correspondence import gather_at_voxels
@@ -78,12 +78,11 @@ class HierNetwork(nn.Module):
                 **geometry) -> dict:
         n, patch = view1.shape[0], view1.shape[2:]
         levels = self.pyramid(pad_to_multiple(torch.cat([view1, view2]), self.strides[0]))  # (2n, c_l, *s_l)
-        h1 = self.level_features([f[:n] for f in levels], voxel_batch, voxels1)
-        h2 = self.level_features([f[n:] for f in levels], voxel_batch, voxels2)
+        h1 = self.level_features(levels, voxel_batch, voxels1)  # view 1: crops 0..n-1 of the joint batch
+        h2 = self.level_features(levels, voxel_batch + n, voxels2)  # view 2: crops n..2n-1 (no slicing copies)
         z1, z2 = torch.cat(h1, dim=1), torch.cat(h2, dim=1)  # (v, width)
         e1, e2 = self.head(z1), self.head(z2)  # (v, out_dim) each, unit length
-        logits, target = voxel_nt_xent_logits(e1, e2, self.config.temperature, gather=True)  # DDP: all ranks' voxels
-        loss_voxel = nt_xent_from_logits(logits, target, gathered=True)
+        loss_voxel, top1 = voxel_nt_xent_with_top1(e1, e2, self.config.temperature, gather=True)  # DDP: all ranks
         terms = {"loss_voxel": loss_voxel}
         loss = loss_voxel
         if self.restoration is not None:
@@ -97,7 +96,7 @@ class HierNetwork(nn.Module):
         embeddings = {f"level {i} ({'bottleneck' if i == 0 else f'decoder {i}'})": h[keep].detach()
                       for i, h in enumerate(h1)}
         embeddings["concatenated"] = z1[keep].detach()
-        return {"loss": loss, "terms": terms, "top1": positive_top1(logits.detach(), target),
+        return {"loss": loss, "terms": terms, "top1": top1,
                 "embeddings": embeddings}
 
     def after_step(self, out: dict) -> None:

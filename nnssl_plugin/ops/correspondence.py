@@ -67,5 +67,4 @@ def gather_at_voxels(feature: torch.Tensor, batch_index: torch.Tensor, voxels: t
     """
     level_shape = torch.tensor(feature.shape[2:], device=voxels.device)
     cells = torch.minimum(voxels // torch.tensor(stride, device=voxels.device), level_shape - 1)  # (v, D)
-    channels_last = feature.movedim(1, -1)  # (n, *s, c)
-    return channels_last[(batch_index, *cells.unbind(1))]  # (v, c)
+    return feature[(batch_index, slice(None), *cells.unbind(1))]  # (v, c); backward scatters into a contiguous grad
