@@ -45,7 +45,7 @@ def current_epoch(fold: Path) -> int | None:
     logs = sorted(fold.glob("training_log_*.txt"))
     if not logs:
         return None
-    epochs = re.findall(r"Epoch (\d+)\n", logs[-1].read_text())
+    epochs = re.findall(r"Epoch (\d+) ?\n", logs[-1].read_text())
     return int(epochs[-1]) if epochs else None
 
 

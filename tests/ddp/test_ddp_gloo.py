@@ -74,7 +74,7 @@ def test_distributed_pieces_equal_one_process_with_the_doubled_batch(tmp_path):
     a, b = e1.clone().requires_grad_(True), e2.clone().requires_grad_(True)
     loss = voxel_nt_xent(a, b, 0.1)
     loss.backward()
-    torch.testing.assert_close(sum(r["loss"] for r in ranks) / WORLD, loss.detach(), rtol=1e-5, atol=0)  # fp32 sums, any order
+    torch.testing.assert_close(sum(r["loss"] for r in ranks) / WORLD, loss.detach(), rtol=1e-5, atol=0)  # fp32 sums
     for rank, r in enumerate(ranks):  # all_gather's backward sums every rank's gradient; DDP then averages
         lo = sum(VOXELS[:rank])
         torch.testing.assert_close(r["g1"] / WORLD, a.grad[lo:lo + VOXELS[rank]], rtol=1e-4, atol=1e-6)

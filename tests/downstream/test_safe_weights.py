@@ -91,3 +91,13 @@ def test_pretraining_resume_refuses_a_crafted_checkpoint(in_world, tmp_path):
     with pytest.raises(NnsslError, match="cannot load .* safely"):
         trainer.load_checkpoint(str(path))
     assert not marker.exists()
+
+
+def test_spectrum_refuses_a_crafted_checkpoint(in_world, tmp_path, capsys):
+    from nnssl_plugin.cli import spectrum as spectrum_cli
+
+    path, marker = _evil(tmp_path)
+    code = spectrum_cli.main(["-d", "991", "-c", "3d_cpu", "--patches", "2", "--checkpoints", str(path), "-o",
+                              str(tmp_path / "out")])
+    assert code == 1 and "cannot load" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "out").exists()
