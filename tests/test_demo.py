@@ -28,7 +28,8 @@ def test_demo_runs_every_stage_and_prints_the_dice_table(tmp_path):
     assert (run / "pretrained_weights.pth").is_file() and (run / "spectrum.png").is_file()
     assert "pretext top-1" in result.stdout
     table = (work / "demo_table.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| method",
+                                                                                                 "| ---"))]
     arms = [tuple(cell.strip() for cell in row.split("|")[1:3]) for row in rows]
     assert arms == [("hier", "linear probe"), ("hier", "frozen encoder"), ("random", "linear probe"),
                     ("random", "frozen encoder"), ("hier", "fine-tune"), ("scratch", "scratch")]

@@ -11,7 +11,7 @@ from nnunetv2.utilities.crossval_split import generate_crossval_split
 from nnssl_plugin.cli import export as export_cli
 from nnssl_plugin.cli import sweep as sweep_cli
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.fewshot import add_fewshot_folds
+from nnssl_plugin.fewshot import add_fewshot_folds, labelled_identifiers
 
 LAB = "Dataset991_PhantomBTCV"
 CASES = [f"case_{i:03d}" for i in range(12)]
@@ -59,8 +59,8 @@ def test_sweep_dry_run_prints_exactly_the_nnunet_commands(in_world, capsys):
                            "--repeats", "2", "--epochs", "5", "-device", "cpu", "--dry-run"])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    records = add_fewshot_folds(in_world.preprocessed / LAB, [], [1, 2], 2, 0, write=False) if before else None
-    folds = [r["fold"] for r in records] if records else [5, 6, 7, 8]
+    folder = in_world.preprocessed / LAB
+    folds = [r["fold"] for r in add_fewshot_folds(folder, labelled_identifiers(folder), [1, 2], 2, 0, write=False)]
     expected = [f"nnUNetv2_train 991 3d_cpu {f} -tr {tr} -p {p} -device cpu"
                 for tr, p in (("nnUNetTrainerSSLInit_5epochs", "nnsslPlans_sweepdry"),
                               ("nnUNetTrainerSSLScratch_5epochs", "nnUNetPlans")) for f in folds]
