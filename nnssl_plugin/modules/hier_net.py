@@ -28,7 +28,7 @@ from torch import nn
 from nnssl_plugin.config import HierConfig
 from nnssl_plugin.losses.voxel import voxel_nt_xent_with_top1
 from nnssl_plugin.modules.projector import ProjectionHead
-from nnssl_plugin.modules.pyramid import level_channels, pad_to_multiple, unet_pyramid
+from nnssl_plugin.modules.pyramid import level_channels, level_strides, pad_to_multiple, unet_pyramid
 from nnssl_plugin.ops.correspondence import gather_at_voxels
 
 MONITOR_VOXELS = 256  # voxels per batch kept for the effective-rank monitor (validation)
@@ -112,6 +112,4 @@ class HierNetwork(nn.Module):
 
 def build_hier_network(unet: nn.Module, config: HierConfig, num_input_channels: int,
                        stage_strides: Sequence, patch_size: Sequence[int]) -> HierNetwork:
-    from nnssl_plugin.modules.pyramid import level_strides
-
     return HierNetwork(unet, config, num_input_channels, level_strides(stage_strides, len(patch_size)))

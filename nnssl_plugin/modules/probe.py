@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnssl_plugin.modules.pyramid import unet_pyramid
+
 
 class LinearProbeNetwork(nn.Module):
     def __init__(self, unet: nn.Module, num_classes: int, levels: str = "encoder"):
@@ -28,17 +30,9 @@ class LinearProbeNetwork(nn.Module):
         self.probes = nn.ModuleList(conv(c, num_classes, kernel_size=1) for c in channels)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        skips = self.unet.encoder(x)
         if self.levels == "encoder":
-            return skips
-        out, captured = [skips[-1]], []
-        handles = [stage.register_forward_hook(lambda m, i, o: captured.append(o)) for stage in self.unet.decoder.stages]
-        try:
-            self.unet.decoder(skips)
-        finally:
-            for h in handles:
-                h.remove()
-        return out + captured
+            return self.unet.encoder(x)
+        return unet_pyramid(self.unet.encoder, self.unet.decoder, x)  # bottleneck, decoder stages coarse to fine
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]

@@ -136,3 +136,20 @@ def test_monitor_embeddings_name_every_level_and_the_concatenation():
     assert list(out["embeddings"]) == ["level 0 (bottleneck)", "level 1 (decoder 1)", "level 2 (decoder 2)",
                                        "concatenated"]
     assert out["embeddings"]["concatenated"].shape[1] == 96 and 0.0 <= out["top1"] <= 1.0
+
+
+def test_linear_probe_reads_the_same_pyramid_as_the_decoders_own_stage_outputs():
+    from nnssl_plugin.modules.probe import LinearProbeNetwork
+
+    torch.manual_seed(2)
+    unet = _unet()
+    x = torch.randn(1, 1, 8, 16, 16)
+    captured = []
+    handles = [s.register_forward_hook(lambda m, i, o: captured.append(o)) for s in unet.decoder.stages]
+    unet(x)  # nnU-Net's own decoder pass
+    for h in handles:
+        h.remove()
+    levels = LinearProbeNetwork(unet, 3, "decoder").features(x)
+    assert len(levels) == 1 + len(captured)
+    for got, expected in zip(levels[1:], captured):
+        torch.testing.assert_close(got, expected)
