@@ -38,9 +38,11 @@ def _median_time(fn, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def _trainer(cls, root: Path, plans_name: str, configuration: str, fold):
+def _trainer(cls, root: Path, plans_name: str, configuration: str, fold, patch: list[int] | None = None):
     plans = json.loads((root / f"{plans_name}.json").read_text())
     plans["continue_training"] = False
+    if patch is not None:  # same network, another patch size (benchmarks/bench_memory_patch.py)
+        plans["configurations"][configuration]["patch_size"] = list(patch)
     dataset_json = json.loads((root / "dataset.json").read_text())
     return cls(plans, configuration, fold, dataset_json, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
