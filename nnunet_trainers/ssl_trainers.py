@@ -143,6 +143,11 @@ class nnUNetTrainerSSLFrozenEncoder(nnUNetTrainerSSLInit):
 class nnUNetTrainerSSLLinear(nnUNetTrainerSSLInit):
     """A linear probe over the frozen pretrained network's multi-scale features."""
 
+    # Only a freshly initialised 1x1x1 head trains, so the reason for halving nnU-Net's rate (protect pretrained
+    # weights) does not apply. Measured on the phantom (hier export, seed 0, 15 x 20 iterations, 3d_cpu): mean
+    # validation Dice 0.079 at 5e-2 vs 0.034 at 5e-3 - the probe barely left the background at the lower rate.
+    ssl_initial_lr: ClassVar[float] = 5e-2
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
