@@ -55,6 +55,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("-n", type=int, nargs="+", default=[1, 3], help="labelled cases of the sweep (default 1 3)")
     p.add_argument("--finetune", nargs="*", default=[], help="also fine-tune these methods' exports "
                    "(nnUNetTrainerSSLInit) and the scratch baseline, same schedule and seeds")
+    p.add_argument("--trainers", nargs="+", choices=sorted(TRAINERS), default=sorted(TRAINERS),
+                   help="frozen evaluations to run (default both)")
     p.add_argument("-device", default="cpu")
     return p.parse_args()
 
@@ -91,7 +93,8 @@ def main() -> int:
             print(f"[{time.time() - start:.0f} s] pretrain {method} seed {seed}", flush=True)
             if not weights[method, seed].is_file():
                 run(["nnssl_pretrain", "-d", "990", "-m", method, "-c", "3d_cpu", "-device", args.device, "--epochs",
-                     str(args.epochs), "--iters", str(args.iters), "--seed", str(seed)], logs / f"pretrain_{method}_{seed}.log")
+                     str(args.epochs), "--iters", str(args.iters), "--seed", str(seed)],
+                    logs / f"pretrain_{method}_{seed}.log")
             if not (preprocessed / f"nnsslPlans_{method}_s{seed}.json").is_file():
                 run(["nnssl_export", "-d", "990", "-m", method, "-t", "991", "-c", "3d_cpu", "--run", str(run_dir),
                      "--plans-name", f"nnsslPlans_{method}_s{seed}"], logs / f"export_{method}_{seed}.log")
@@ -99,7 +102,8 @@ def main() -> int:
             run(["nnssl_export", "-t", "991", "-c", "3d_cpu", "--random-init", "--seed", str(seed), "--plans-name",
                  f"nnsslPlans_random_s{seed}"], logs / f"export_random_{seed}.log")
 
-    arms = [(label, trainer, [*args.methods, "random"]) for label, trainer in TRAINERS.items()]
+    arms = [(label, trainer, [*args.methods, "random"])
+            for label, trainer in TRAINERS.items() if label in args.trainers]
     if args.finetune:
         arms.append(("fine-tune", "nnUNetTrainerSSLInit", args.finetune))
         arms.append(("fine-tune", "nnUNetTrainerSSLScratch", ["scratch"]))
