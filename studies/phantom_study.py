@@ -170,7 +170,7 @@ def write_report(work: Path, args, dice, ranks, pretext, curves) -> None:
             organs = " | ".join(f"{mean_sd([r[j] for r in rows])[0]:.2f}" for j in range(len(ORGANS)))
             lines.append(f"| {method} | {fmt(means)} | {sep} | {organs} |")
         lines.append("")
-        marks = [e for e in range(4, args.ft_epochs, 5)] + [args.ft_epochs - 1]
+        marks = sorted({*range(4, args.ft_epochs, 5), args.ft_epochs - 1})  # every 5th epoch and the last
         lines += [f"{label}: nnU-Net's pseudo Dice (mean over organs) at epochs {[e + 1 for e in marks]}", ""]
         for method, runs in curves.get(label, {}).items():
             cells = [fmt([c[e] for c in runs if len(c) > e], 2) for e in marks]
