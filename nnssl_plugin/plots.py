@@ -51,18 +51,41 @@ def plot_progress(log: dict, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+def curve_group(name: str) -> str:
+    """The group of a spectrum curve: the "(method, representation)" part of its name, else the whole name."""
+    return name[name.rindex("(") + 1:name.rindex(")")] if name.endswith(")") and "(" in name else name
+
+
+def curve_styles(names: list[str]) -> dict[str, tuple[int, str]]:
+    """(colour index, line style) per curve: one colour per group (method and representation), one line style per
+    member of a group (e.g. its seeds), so 16 curves of 6 groups stay readable."""
+    groups = list(dict.fromkeys(curve_group(n) for n in names))
+    seen: dict[str, int] = {}
+    styles = {}
+    for name in names:
+        group = curve_group(name)
+        styles[name] = (groups.index(group), ("-", "--", ":", "-.")[seen.get(group, 0) % 4])
+        seen[group] = seen.get(group, 0) + 1
+    return styles
+
+
 def plot_spectrum(spectra: dict[str, np.ndarray], ranks: dict[str, float], path: str | os.PathLike,
                   title: str = "") -> None:
-    """Sorted singular values of the embedding covariance (log scale), one curve per representation."""
-    fig, ax = plt.subplots(figsize=(8, 6))
-    for name, values in spectra.items():
-        values = np.clip(np.asarray(values, dtype=np.float64), 1e-12, None)
-        ax.plot(np.arange(1, len(values) + 1), np.log10(values), label=f"{name} (effective rank {ranks[name]:.1f})",
-                linewidth=2)
+    """Sorted singular values of the embedding covariance (log scale), one curve per representation, one colour
+    per method and representation."""
+    fig, ax = plt.subplots(figsize=(14 if len(spectra) > 6 else 9, 6.5))
+    colours = plt.get_cmap("tab10" if len({curve_group(n) for n in spectra}) <= 10 else "tab20").colors
+    for name, (colour, style) in curve_styles(list(spectra)).items():
+        values = np.clip(np.asarray(spectra[name], dtype=np.float64), 1e-12, None)
+        ax.plot(np.arange(1, len(values) + 1), np.log10(values), style, color=colours[colour % len(colours)],
+                label=f"{name} (effective rank {ranks[name]:.1f})", linewidth=2)
     ax.set_xlabel("singular value rank")
     ax.set_ylabel("log10 singular value of the embedding covariance")
     ax.set_title(title)
-    ax.legend()
+    if len(spectra) > 6:  # beside the axes: a long legend would hide the curves
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
