@@ -10,6 +10,8 @@ Every number comes from the plugin's and nnU-Net's real commands on the phantom 
                             nnssl_export -t 991 -c 3d_cpu --random-init --seed s --plans-name nnsslPlans_random_s<s>
   for every export and trainer T in {Linear, FrozenEncoder}:
       nnUNetv2_train 991 3d_cpu 0 -tr nnUNetTrainerSSL<T>_<e>epochs_<i>iters_seed<s>_noTTA -p nnsslPlans_m_s<s>
+  (--finetune m ...) nnUNetv2_train ... -tr nnUNetTrainerSSLInit_<F>epochs_<i>iters_seed<s>_noTTA -p nnsslPlans_m_s<s>
+                     and -tr nnUNetTrainerSSLScratch_<F>epochs_<i>iters_seed<s>_noTTA -p nnUNetPlans (F: --finetune-epochs)
   nnssl_spectrum -d 991 -c 3d_cpu --checkpoints <every pretrained_weights.pth>
   (--label-efficiency) nnssl_sweep -d 991 -c 3d_cpu --trainer nnUNetTrainerSSLLinear --plans <hier, random of seed 0>
                        --baseline none -n ... --repeats 3
@@ -55,8 +57,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("-n", type=int, nargs="+", default=[1, 3], help="labelled cases of the sweep (default 1 3)")
     p.add_argument("--finetune", nargs="*", default=[], help="also fine-tune these methods' exports "
                    "(nnUNetTrainerSSLInit) and the scratch baseline, same schedule and seeds")
-    p.add_argument("--trainers", nargs="+", choices=sorted(TRAINERS), default=sorted(TRAINERS),
-                   help="frozen evaluations to run (default both)")
+    p.add_argument("--finetune-epochs", type=int, help="epochs of the fine-tuning arm (default --ft-epochs): "
+                   "fine-tuning needs longer than a frozen evaluation before the organs switch on")
+    p.add_argument("--trainers", nargs="*", choices=sorted(TRAINERS), default=sorted(TRAINERS),
+                   help="frozen evaluations to run (default both; none with an empty list)")
     p.add_argument("-device", default="cpu")
     return p.parse_args()
 
@@ -102,17 +106,19 @@ def main() -> int:
             run(["nnssl_export", "-t", "991", "-c", "3d_cpu", "--random-init", "--seed", str(seed), "--plans-name",
                  f"nnsslPlans_random_s{seed}"], logs / f"export_random_{seed}.log")
 
-    arms = [(label, trainer, [*args.methods, "random"])
+    arms = [(label, trainer, [*args.methods, "random"], args.ft_epochs)
             for label, trainer in TRAINERS.items() if label in args.trainers]
     if args.finetune:
-        arms.append(("fine-tune", "nnUNetTrainerSSLInit", args.finetune))
-        arms.append(("fine-tune", "nnUNetTrainerSSLScratch", ["scratch"]))
+        args.finetune_epochs = args.finetune_epochs or args.ft_epochs
+        arms.append(("fine-tune", "nnUNetTrainerSSLInit", args.finetune, args.finetune_epochs))
+        arms.append(("fine-tune", "nnUNetTrainerSSLScratch", ["scratch"], args.finetune_epochs))
     dice: dict[str, dict[str, list[list[float]]]] = {}
     curves: dict[str, dict[str, list[list[float]]]] = {}
-    for label, trainer, methods in arms:
+    epochs = {label: n for label, _, _, n in arms}
+    for label, trainer, methods, n_epochs in arms:
         for seed in args.seeds:
             for method in methods:
-                variant = f"{trainer}_{args.ft_epochs}epochs_{args.ft_iters}iters_seed{seed}_noTTA"
+                variant = f"{trainer}_{n_epochs}epochs_{args.ft_iters}iters_seed{seed}_noTTA"
                 plans = "nnUNetPlans" if method == "scratch" else f"nnsslPlans_{method}_s{seed}"
                 fold_dir = results / TARGET / f"{variant}__{plans}__3d_cpu" / f"fold_{args.fold}"
                 summary = fold_dir / "validation" / "summary.json"
@@ -122,7 +128,7 @@ def main() -> int:
                          args.device], logs / f"train_{variant}_{plans}.log")
                 dice.setdefault(label, {}).setdefault(method, []).append(_dice_per_organ(summary))
                 curves.setdefault(label, {}).setdefault(method, []).append(pseudo_dice_curve(fold_dir))
-                write_report(work, args, dice, None, None, curves)
+                write_report(work, args, dice, None, None, curves, epochs)
 
     spectrum_dir = work / "study_spectrum"
     if not (spectrum_dir / "spectrum.json").is_file():
@@ -132,7 +138,7 @@ def main() -> int:
     spectrum = json.loads((spectrum_dir / "spectrum.json").read_text())
     ranks = {r["name"]: r["effective_rank"] for r in spectrum["results"]}
     pretext = {f"{m} seed {s}": last_pretext(weights[m, s].parent) for m in args.methods for s in args.seeds}
-    write_report(work, args, dice, ranks, pretext, curves)
+    write_report(work, args, dice, ranks, pretext, curves, epochs)
 
     if args.label_efficiency:
         print(f"[{time.time() - start:.0f} s] label-efficiency sweep (linear probe)", flush=True)
@@ -151,12 +157,13 @@ def last_pretext(fold_dir: Path) -> str:
     return lines[-1].split(": ", 1)[-1].strip() if lines else "(none)"
 
 
-def write_report(work: Path, args, dice, ranks, pretext, curves) -> None:
+def write_report(work: Path, args, dice, ranks, pretext, curves, epochs) -> None:
     """study_results.json (every per-seed number) and study_report.md (the tables)."""
     (work / "study_results.json").write_text(json.dumps({"args": vars(args), "dice": dice, "effective_rank": ranks,
                                                          "pretext": pretext, "pseudo_dice": curves}, indent=1))
+    schedule = ", ".join(f"{label} {n} x {args.ft_iters}" for label, n in epochs.items())
     lines = [f"Pretraining {args.epochs} epochs x {args.iters} iterations (3d_cpu, batch 2); downstream "
-             f"{args.ft_epochs} x {args.ft_iters} on fold {args.fold}; seeds {args.seeds}. Mean Dice over the 13 "
+             f"{schedule} on fold {args.fold}; seeds {args.seeds}. Mean Dice over the 13 "
              "organs (nnU-Net summary.json foreground_mean), mean ± sd (n) over seeds; 'vs random' = (mean − mean "
              "of the baseline: random init, or scratch for fine-tuning) / larger sd.", ""]
     for label, by_method in dice.items():
@@ -170,7 +177,7 @@ def write_report(work: Path, args, dice, ranks, pretext, curves) -> None:
             organs = " | ".join(f"{mean_sd([r[j] for r in rows])[0]:.2f}" for j in range(len(ORGANS)))
             lines.append(f"| {method} | {fmt(means)} | {sep} | {organs} |")
         lines.append("")
-        marks = sorted({*range(4, args.ft_epochs, 5), args.ft_epochs - 1})  # every 5th epoch and the last
+        marks = sorted({*range(4, epochs[label], 5), epochs[label] - 1})  # every 5th epoch and the last
         lines += [f"{label}: nnU-Net's pseudo Dice (mean over organs) at epochs {[e + 1 for e in marks]}", ""]
         for method, runs in curves.get(label, {}).items():
             cells = [fmt([c[e] for c in runs if len(c) > e], 2) for e in marks]
