@@ -10,6 +10,7 @@ Every number comes from the plugin's and nnU-Net's real commands on the phantom 
                             nnssl_export -t 991 -c 3d_cpu --random-init --seed s --plans-name nnsslPlans_random_s<s>
   for every export and trainer T in {Linear, FrozenEncoder}:
       nnUNetv2_train 991 3d_cpu 0 -tr nnUNetTrainerSSL<T>_<e>epochs_<i>iters_seed<s>_noTTA -p nnsslPlans_m_s<s>
+      (e: --ft-epochs for the linear probe, --frozen-epochs for the frozen encoder)
   (--finetune m ...) nnUNetv2_train ... -tr nnUNetTrainerSSLInit_<F>epochs_<i>iters_seed<s>_noTTA -p nnsslPlans_m_s<s>
                      and -tr nnUNetTrainerSSLScratch_<F>epochs_<i>iters_seed<s>_noTTA -p nnUNetPlans (F: --finetune-epochs)
   nnssl_spectrum -d 991 -c 3d_cpu --checkpoints <every pretrained_weights.pth>
@@ -57,6 +58,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("-n", type=int, nargs="+", default=[1, 3], help="labelled cases of the sweep (default 1 3)")
     p.add_argument("--finetune", nargs="*", default=[], help="also fine-tune these methods' exports "
                    "(nnUNetTrainerSSLInit) and the scratch baseline, same schedule and seeds")
+    p.add_argument("--frozen-epochs", type=int, help="epochs of the frozen-encoder arm (default --ft-epochs): its "
+                   "decoder starts from random weights and needs longer than a linear probe")
     p.add_argument("--finetune-epochs", type=int, help="epochs of the fine-tuning arm (default --ft-epochs): "
                    "fine-tuning needs longer than a frozen evaluation before the organs switch on")
     p.add_argument("--trainers", nargs="*", choices=sorted(TRAINERS), default=sorted(TRAINERS),
@@ -106,8 +109,9 @@ def main() -> int:
             run(["nnssl_export", "-t", "991", "-c", "3d_cpu", "--random-init", "--seed", str(seed), "--plans-name",
                  f"nnsslPlans_random_s{seed}"], logs / f"export_random_{seed}.log")
 
-    arms = [(label, trainer, [*args.methods, "random"], args.ft_epochs)
-            for label, trainer in TRAINERS.items() if label in args.trainers]
+    args.frozen_epochs = args.frozen_epochs or args.ft_epochs
+    arms = [(label, trainer, [*args.methods, "random"], args.frozen_epochs if label == "frozen encoder" else
+             args.ft_epochs) for label, trainer in TRAINERS.items() if label in args.trainers]
     if args.finetune:
         args.finetune_epochs = args.finetune_epochs or args.ft_epochs
         arms.append(("fine-tune", "nnUNetTrainerSSLInit", args.finetune, args.finetune_epochs))

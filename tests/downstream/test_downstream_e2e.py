@@ -177,10 +177,13 @@ def test_export_from_a_checkpoint_equals_export_from_the_weights_file(exported):
 
 @pytest.mark.slow
 def test_stock_nnunet_train_accepts_the_export_as_pretrained_weights(exported):
-    """nnU-Net's own `-pretrained_weights` (stock nnUNetTrainer, one epoch on the CPU configuration)."""
+    """nnU-Net's own `-pretrained_weights` (stock nnUNetTrainer, one epoch on the CPU configuration): also the check
+    that nnU-Net's own trainer, CLI and final validation accept the configuration nnssl_add_cpu_config added."""
     weights = exported.preprocessed / LAB / "nnsslPlans_moco_zca_weights.pth"
     result = exported.run("nnUNetv2_train", "991", "3d_cpu", "1", "-tr", "nnUNetTrainer_1epoch", "-device", "cpu",
                           "-pretrained_weights", str(weights))
     assert f"Loading pretrained weights from file  {weights}" in result.stdout
     fold = exported.root / "nnUNet_results" / LAB / "nnUNetTrainer_1epoch__nnUNetPlans__3d_cpu" / "fold_1"
     assert (fold / "checkpoint_final.pth").is_file()
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert "mean" in summary and len(summary["mean"]) == 13
