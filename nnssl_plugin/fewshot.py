@@ -2,13 +2,16 @@
 
 nnU-Net trains fold k on `splits_final.json[k]`. This adds folds with N training cases each (N in `counts`, `repeats`
 seeded draws per N) that all share one fixed validation set, so every point of a label-efficiency curve is scored on
-the same cases. Existing folds are never changed: if the file is missing, nnU-Net's own default 5-fold split
+the same cases. The repeats at one N are distinct subsets (a draw equal to an earlier repeat's is drawn again from
+the same stream; repeat 0 is always the plain seeded draw), and there are only as many as distinct subsets exist:
+N = all the cases outside the validation set gives one fold, however many repeats are asked for. Existing folds are never changed: if the file is missing, nnU-Net's own default 5-fold split
 (`generate_crossval_split`, seed 12345, what `nnUNetv2_train` would create) is written first, and the validation set
 is fold 0's validation cases. Folds already added with the same (N, repeat, seed, validation) are reused, so
 re-running is idempotent. Which fold is which is recorded next to it in `fewshot_folds.json`.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +40,8 @@ def default_splits(identifiers: list[str]) -> list[dict]:
 
 def add_fewshot_folds(folder: Path, identifiers: list[str], counts: list[int], repeats: int, seed: int = 0,
                       write: bool = True) -> list[dict]:
-    """Add (or find) the folds in `folder`/splits_final.json; return one record per (N, repeat):
+    """Add (or find) the folds in `folder`/splits_final.json; return one record per (N, repeat) (fewer repeats
+    where fewer distinct subsets exist):
     {"fold", "n", "repeat", "seed", "train", "val"}. `write=False` computes the same records without writing."""
     splits_path, index_path = folder / "splits_final.json", folder / INDEX
     splits = load_json(splits_path) if splits_path.is_file() else default_splits(identifiers)
@@ -52,9 +56,13 @@ def add_fewshot_folds(folder: Path, identifiers: list[str], counts: list[int], r
                          f"validation set (fold 0's {len(val)}); choose -n between 1 and {len(pool)}")
     records = []
     for n in counts:
-        for repeat in range(repeats):
+        drawn: list[list[str]] = []
+        for repeat in range(min(repeats, math.comb(len(pool), n))):  # only as many repeats as distinct subsets
             rng = np.random.default_rng([seed, n, repeat])
             train = sorted(rng.choice(pool, size=n, replace=False).tolist())
+            while train in drawn:  # an earlier repeat drew this subset: redraw from the same stream
+                train = sorted(rng.choice(pool, size=n, replace=False).tolist())
+            drawn.append(train)
             found = next((r for r in index if (r["n"], r["repeat"], r["seed"]) == (n, repeat, seed)
                           and splits[r["fold"]]["val"] == val and splits[r["fold"]]["train"] == train), None)
             if found is None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnssl_plugin.evidence import mean_sd
+
 
 @dataclass(frozen=True)
 class Run:
@@ -96,7 +98,8 @@ def write_outputs(rows: list[Row], folder: Path, title: str) -> tuple[Path, Path
     for method in dict.fromkeys(r.method for r in rows):
         ns = sorted({r.n for r in rows if r.method == method})
         values = [[r.mean_dice for r in rows if r.method == method and r.n == n] for n in ns]
-        ax.errorbar(ns, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], marker="o", capsize=4,
+        sds = [mean_sd(v)[1] if len(v) > 1 else 0.0 for v in values]  # sample sd, as in every other table
+        ax.errorbar(ns, [np.mean(v) for v in values], yerr=sds, marker="o", capsize=4,
                     label=f"{method} ({min(len(v) for v in values)}-{max(len(v) for v in values)} repeats)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("labelled training cases")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from nnssl_plugin.errors import NnsslError, cli_entry
+from nnssl_plugin.evidence import fmt
 
 PROG = "nnssl_sweep"
 
@@ -90,12 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| method | " + " | ".join(f"N={n}" for n in args.n) + " |")
     print("| --- |" + " --- |" * len(args.n))
     for method in dict.fromkeys(r.method for r in rows):
-        cells = []
-        for n in args.n:
-            values = [r.mean_dice for r in rows if r.method == method and r.n == n]
-            import numpy as np
-
-            cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f} ({len(values)})")
+        cells = [fmt([r.mean_dice for r in rows if r.method == method and r.n == n]) for n in args.n]
         print(f"| {method} | " + " | ".join(cells) + " |")
     print(f"csv: {csv_path}\nplot: {png_path}")
     return 0

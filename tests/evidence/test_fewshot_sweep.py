@@ -5,6 +5,7 @@ import csv
 import json
 import shlex
 
+import numpy as np
 import pytest
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 
@@ -26,6 +27,20 @@ def test_folds_are_added_after_nnunets_default_split_with_one_fixed_validation_s
         assert splits[r["fold"]] == {"train": r["train"], "val": splits[0]["val"]}
         assert len(r["train"]) == r["n"] and not set(r["train"]) & set(splits[0]["val"])
     assert records[0]["train"] != records[1]["train"], "repeats are different draws"
+
+
+def test_repeats_at_one_n_are_distinct_subsets_and_capped_at_how_many_exist(tmp_path):
+    val = generate_crossval_split(sorted(CASES), seed=12345, n_splits=5)[0]["val"]
+    pool = sorted(set(CASES) - set(val))  # 9 cases
+    singles = add_fewshot_folds(tmp_path, CASES, [1], repeats=12, seed=0, write=False)
+    assert sorted(r["train"][0] for r in singles) == pool, "9 distinct single cases, not 12 with duplicates"
+    plain = sorted(np.random.default_rng([0, 1, 0]).choice(pool, size=1, replace=False).tolist())
+    assert singles[0]["train"] == plain, "repeat 0 is the plain seeded draw (folds made before stay valid)"
+    for seed in range(20):  # independent draws would repeat a case with probability 1 - 8/9 * 7/9 = 0.31
+        trains = [tuple(r["train"]) for r in add_fewshot_folds(tmp_path, CASES, [1, 2], 3, seed, write=False)]
+        assert len(set(trains)) == 6
+    everything = add_fewshot_folds(tmp_path, CASES, [9], repeats=3, seed=0, write=False)
+    assert len(everything) == 1 and everything[0]["train"] == pool
 
 
 def test_rerunning_reuses_folds_and_never_changes_existing_ones(tmp_path):
