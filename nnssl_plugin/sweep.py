@@ -99,9 +99,14 @@ def write_outputs(rows: list[Row], folder: Path, title: str) -> tuple[Path, Path
         ns = sorted({r.n for r in rows if r.method == method})
         values = [[r.mean_dice for r in rows if r.method == method and r.n == n] for n in ns]
         sds = [mean_sd(v)[1] if len(v) > 1 else 0.0 for v in values]  # sample sd, as in every other table
+        counts = sorted({len(v) for v in values})
+        repeats = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
         ax.errorbar(ns, [np.mean(v) for v in values], yerr=sds, marker="o", capsize=4,
-                    label=f"{method} ({min(len(v) for v in values)}-{max(len(v) for v in values)} repeats)")
+                    label=f"{method} (mean ± sd of {repeats} repeat{'s' if counts[-1] > 1 else ''})")
     ax.set_xscale("log", base=2)
+    all_ns = sorted({r.n for r in rows})
+    ax.set_xticks(all_ns, [str(n) for n in all_ns])  # the swept N themselves, not powers of 2
+    ax.minorticks_off()
     ax.set_xlabel("labelled training cases")
     ax.set_ylabel("mean foreground Dice (nnU-Net summary.json)")
     ax.set_title(title)
