@@ -2,12 +2,13 @@
 
 nnU-Net trains fold k on `splits_final.json[k]`. This adds folds with N training cases each (N in `counts`, `repeats`
 seeded draws per N) that all share one fixed validation set, so every point of a label-efficiency curve is scored on
-the same cases. The repeats at one N are distinct subsets (a draw equal to an earlier repeat's is drawn again from
-the same stream; repeat 0 is always the plain seeded draw), and there are only as many as distinct subsets exist:
-N = all the cases outside the validation set gives one fold, however many repeats are asked for. Existing folds are never changed: if the file is missing, nnU-Net's own default 5-fold split
-(`generate_crossval_split`, seed 12345, what `nnUNetv2_train` would create) is written first, and the validation set
-is fold 0's validation cases. Folds already added with the same (N, repeat, seed, validation) are reused, so
-re-running is idempotent. Which fold is which is recorded next to it in `fewshot_folds.json`.
+the same cases. The repeats at one N are distinct subsets (a draw equal to an earlier repeat's is drawn again from the
+same stream; repeat 0 is always the plain seeded draw), and there are only as many as distinct subsets exist: N = all
+the cases outside the validation set gives one fold, however many repeats are asked for. Existing folds are never
+changed: if the file is missing, nnU-Net's own default 5-fold split (`generate_crossval_split`, seed 12345, what
+`nnUNetv2_train` would create) is written first, and the validation set is fold 0's validation cases. Folds already
+added with the same (N, repeat, seed, validation) are reused, so re-running is idempotent. Which fold is which is
+recorded next to it in `fewshot_folds.json`.
 """
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ Every number comes from the plugin's and nnU-Net's real commands on the phantom 
       nnUNetv2_train 991 3d_cpu 0 -tr nnUNetTrainerSSL<T>_<e>epochs_<i>iters_seed<s>_noTTA -p nnsslPlans_m_s<s>
       (e: --ft-epochs for the linear probe, --frozen-epochs for the frozen encoder)
   (--finetune m ...) nnUNetv2_train ... -tr nnUNetTrainerSSLInit_<F>epochs_<i>iters_seed<s>_noTTA -p nnsslPlans_m_s<s>
-                     and -tr nnUNetTrainerSSLScratch_<F>epochs_<i>iters_seed<s>_noTTA -p nnUNetPlans (F: --finetune-epochs)
+                     and ... -tr nnUNetTrainerSSLScratch_<F>epochs_<i>iters_seed<s>_noTTA -p nnUNetPlans
+                     (F: --finetune-epochs)
   nnssl_spectrum -d 991 -c 3d_cpu --checkpoints <every pretrained_weights.pth>
   (--label-efficiency) nnssl_sweep -d 991 -c 3d_cpu --trainer nnUNetTrainerSSLLinear --plans <hier, random of seed 0>
                        --baseline none -n ... --repeats 3

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i}/{len(runs)}] done already: {shlex.join(command)}", flush=True)
             continue
         print(f"[{i}/{len(runs)}] {shlex.join(command)}", flush=True)
-        done = subprocess.run([console_script(command[0]), *command[1:]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        done = subprocess.run([console_script(command[0]), *command[1:]], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
             raise NnsslError(f"'{shlex.join(command)}' failed ({tail}); its log is in "

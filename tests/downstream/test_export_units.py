@@ -19,7 +19,8 @@ def _unet(features=(4, 8, 16)):
 
 def test_prefixes_come_from_the_network_class():
     assert pretrained_prefixes(_unet(), encoder_only=True) == ["encoder.stages"]
-    assert pretrained_prefixes(_unet(), encoder_only=False) == ["decoder.stages", "decoder.transpconvs", "encoder.stages"]
+    assert pretrained_prefixes(_unet(), encoder_only=False) == ["decoder.stages", "decoder.transpconvs",
+                                                                "encoder.stages"]
 
 
 def test_transfer_copies_encoder_and_its_decoder_alias_and_reports_the_rest():
