@@ -21,8 +21,8 @@ Every number comes from the plugin's and nnU-Net's real commands on the phantom 
 Seed s drives the pretraining, the random initialisation and the downstream training of its arm; the phantom data
 and fold 0 (nnU-Net's own 5-fold split: 9 training, 3 validation cases) are the same for every arm. Each step is
 skipped when its output exists, so an interrupted study resumes where it stopped. Writes study_results.json and
-study_report.md (markdown tables) into the work dir. Not part of CI: about 70 minutes on 2 CPU cores with the
-defaults.
+study_report.md (markdown tables) into the work dir. Not part of CI: on 2 CPU cores (2026-12-01) the pretraining took
+65 minutes, the linear-probe arm 26, the frozen-encoder arm at --frozen-epochs 30 62, the label-efficiency sweep 28.
 
 Usage: .venv/bin/python studies/phantom_study.py --work-dir nnssl_demo_work [--seeds 0 1 2] [--label-efficiency]
 """
