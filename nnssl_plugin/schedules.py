@@ -1,6 +1,8 @@
 """Learning-rate schedules as small pure functions, with a scheduler that nnU-Net's loop steps once per epoch."""
 from __future__ import annotations
 
+import math
+
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import _LRScheduler
 
@@ -29,3 +31,48 @@ class WarmupPolyLRScheduler(_LRScheduler):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self._last_lr = [lr] * len(self.optimizer.param_groups)
+
+
+def recipe_lr(step: int, total_steps: int, peak_lr: float, warmup_steps: int, schedule: str) -> float:
+    """Learning rate of optimiser step `step` (0-based) of `total_steps`: linear warm-up peak·(step+1)/warmup_steps,
+    then over the remaining steps (t from 0 to 1) cosine peak·(1 + cos πt)/2, nnU-Net's poly peak·(1 − t)^0.9, or
+    constant peak."""
+    if step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "cosine":
+        return peak_lr * 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "poly":
+        return peak_lr * (1.0 - t) ** 0.9
+    if schedule == "constant":
+        return peak_lr
+    raise ValueError(f"unknown schedule '{schedule}'")
+
+
+class StepwiseLRScheduler(_LRScheduler):
+    """Per-optimiser-step schedule (`recipe_lr`) inside nnU-Net's per-epoch loop: nnU-Net calls `step(epoch)` at
+    each epoch start, which sets the step counter to epoch × iterations (so `--c` resumes the schedule exactly);
+    the trainer calls `advance()` after every optimiser step."""
+
+    def __init__(self, optimizer: Optimizer, peak_lr: float, iterations_per_epoch: int, total_epochs: int,
+                 warmup_steps: int, schedule: str):
+        self.peak_lr, self.iterations, self.warmup_steps, self.schedule = (peak_lr, iterations_per_epoch,
+                                                                           warmup_steps, schedule)
+        self.total_steps = iterations_per_epoch * total_epochs
+        self.global_step = 0
+        super().__init__(optimizer, -1)
+
+    def _set(self) -> None:
+        lr = recipe_lr(self.global_step, self.total_steps, self.peak_lr, self.warmup_steps, self.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self._last_lr = [lr] * len(self.optimizer.param_groups)
+
+    def step(self, current_step: int | None = None):  # nnU-Net: step(epoch) at each epoch start
+        if current_step is not None and current_step >= 0:
+            self.global_step = current_step * self.iterations
+        self._set()
+
+    def advance(self) -> None:
+        self.global_step += 1
+        self._set()

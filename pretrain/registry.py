@@ -1,8 +1,9 @@
-"""Pretraining trainers by name: `nnsslPretrainer_<method>[_<N>epochs][_<M>iters][_seed<K>]`.
+"""Pretraining trainers by name: `nnsslPretrainer_<method>[_<N>epochs][_<M>iters][_seed<K>][_r<hash>]`.
 
 nnU-Net finds a trainer by class name (also in spawned DDP workers, which unpickle it by name). Each name is made
 into a subclass of `nnsslPretrainer` on first use, with the method's config and the run length as class attributes:
-a variant is a name, not a copy of a class. Module-level `__getattr__` (PEP 562) makes every valid name an attribute
+a variant is a name, not a copy of a class. `_r<hash>`: a non-default optimiser recipe (8 hex digits,
+`nnssl_plugin.recipe`), whose values the run's `nnssl_run.json` holds. Module-level `__getattr__` (PEP 562) makes every valid name an attribute
 of this module, so nnU-Net's lookup (`hasattr`) and pickle both find it.
 """
 from __future__ import annotations
@@ -14,12 +15,12 @@ from nnssl_plugin.pretrain.trainer import nnsslPretrainer
 
 PREFIX = "nnsslPretrainer"
 _NAME = re.compile(rf"^{PREFIX}_(?P<method>{'|'.join(sorted(METHODS, key=len, reverse=True))})"
-                   r"(?:_(?P<epochs>\d+)epochs)?(?:_(?P<iters>\d+)iters)?(?:_seed(?P<seed>\d+))?$")
+                   r"(?:_(?P<epochs>\d+)epochs)?(?:_(?P<iters>\d+)iters)?(?:_seed(?P<seed>\d+))?(?:_r(?P<recipe>[0-9a-f]{8}))?$")
 _CACHE: dict[str, type] = {}
 
 
 def trainer_name(method: str, epochs: int | None = None, iterations: int | None = None,
-                 seed: int | None = None) -> str:
+                 seed: int | None = None, recipe_tag: str | None = None) -> str:
     method_config(method)  # validates the method
     name = f"{PREFIX}_{method}"
     if epochs is not None:
@@ -28,6 +29,8 @@ def trainer_name(method: str, epochs: int | None = None, iterations: int | None 
         name += f"_{iterations}iters"
     if seed is not None:
         name += f"_seed{seed}"
+    if recipe_tag is not None:
+        name += f"_r{recipe_tag}"
     return name
 
 
@@ -41,6 +44,7 @@ def trainer_class(name: str) -> type:
              "epochs": int(match["epochs"]) if match["epochs"] else None,
              "iterations": int(match["iters"]) if match["iters"] else None,
              "seed": int(match["seed"]) if match["seed"] else None,
+             "recipe_tag": match["recipe"],
              "__module__": __name__, "__qualname__": name}
     cls = type(name, (nnsslPretrainer,), attrs)
     _CACHE[name] = cls

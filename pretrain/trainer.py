@@ -42,6 +42,8 @@ from nnssl_plugin.modules.moco_net import build_moco_network
 from nnssl_plugin.ops.rank import effective_rank, singular_spectrum
 from nnssl_plugin.plans import cumulative_strides
 from nnssl_plugin.plots import plot_spectrum
+from nnssl_plugin.run_record import check_resumed_recipe, read_run_record, run_recipe, write_run_record
+from nnssl_plugin.schedules import StepwiseLRScheduler
 from nnssl_plugin.pretrained import write_pretrained_weights
 from nnssl_plugin.ssl_logging import LOSS_TERMS, SSLLocalLogger
 
@@ -53,6 +55,7 @@ class nnsslPretrainer(nnUNetTrainer):
     epochs: ClassVar[int | None] = None  # None: nnU-Net's default (1000)
     iterations: ClassVar[int | None] = None  # None: nnU-Net's default (250)
     seed: ClassVar[int | None] = None
+    recipe_tag: ClassVar[str | None] = None  # `_r<hash>` of a non-default recipe (nnssl_plugin.recipe)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -70,6 +73,11 @@ class nnsslPretrainer(nnUNetTrainer):
             self.num_iterations_per_epoch = self.iterations
             self.num_val_iterations_per_epoch = max(16, self.iterations // 5)  # enough crops for the rank monitor
         self.save_every = min(50, max(1, self.num_epochs // 10))  # nnU-Net's 50 for long runs; short runs too
+        self.recipe = run_recipe(self.output_folder, self.method_config.family, self.recipe_tag)
+        self.initial_lr, self.weight_decay = self.recipe.lr, self.recipe.weight_decay
+        record = read_run_record(self.output_folder)
+        self.heldout_settings = record.get("heldout") if record is not None else None
+        self.nonfinite_steps = 0  # optimiser steps skipped because a gradient was NaN/Inf (checkpointed)
         self.logger.local_logger = SSLLocalLogger()
         self._pending_rng_state = None
         self._last_val_embeddings: dict[str, np.ndarray] = {}
@@ -78,7 +86,10 @@ class nnsslPretrainer(nnUNetTrainer):
     def initialize(self):
         if self.was_initialized:
             raise RuntimeError("initialize() called twice")
+        if self.recipe.batch_size is not None:  # before nnU-Net splits the batch over DDP ranks
+            self.configuration_manager.configuration["batch_size"] = self.recipe.batch_size
         self._set_batch_size_and_oversample()
+        self._check_enough_cases()
         self.num_input_channels = determine_num_input_channels(self.plans_manager, self.configuration_manager,
                                                                self.dataset_json)
         unet = self.build_network_architecture(self.plans_manager, self.configuration_manager,
@@ -105,14 +116,29 @@ class nnsslPretrainer(nnUNetTrainer):
         self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
         self.was_initialized = True
         self.print_to_log_file(f"nnssl pretraining: {self.method_config}")
+        self.print_to_log_file(f"optimiser recipe: {self.recipe} (batch size {self.batch_size})")
+
+    def _check_enough_cases(self) -> None:
+        """The MoCo family needs negatives from other cases: refuse a set of fewer than 2 cases with one line."""
+        cases = self.dataset_class_identifiers()
+        if self.method_config.family == "moco" and len(cases) < 2:
+            raise NnsslError(f"{self.method_config.method} needs at least 2 unlabelled cases (negatives come from "
+                             f"other cases), {self.preprocessed_dataset_folder} holds {len(cases)}; prepare more "
+                             f"cases with nnssl_prepare")
+
+    def dataset_class_identifiers(self) -> list[str]:
+        return infer_dataset_class(self.preprocessed_dataset_folder).get_identifiers(self.preprocessed_dataset_folder)
 
     def configure_optimizers(self):
+        """The run's recipe (nnssl_plugin.recipe): SGD (Nesterov) or AdamW, per-step warm-up and decay."""
         params = [p for p in self.network.parameters() if p.requires_grad]  # the EMA key branch is frozen
-        optimizer = torch.optim.SGD(params, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
-                                    nesterov=True)
-        from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+        r = self.recipe
+        if r.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, r.lr, weight_decay=r.weight_decay, momentum=r.momentum, nesterov=True)
+        else:
+            optimizer = torch.optim.AdamW(params, r.lr, betas=(r.momentum, 0.999), weight_decay=r.weight_decay)
+        return optimizer, StepwiseLRScheduler(optimizer, r.lr, self.num_iterations_per_epoch, self.num_epochs,
+                                              r.warmup_steps, r.schedule)
 
     @property
     def ssl_network(self):
@@ -159,6 +185,8 @@ class nnsslPretrainer(nnUNetTrainer):
 
     def on_train_start(self):
         super().on_train_start()
+        if self.local_rank == 0:  # the record of what ran (nnssl_pretrain wrote it already; nnUNetv2_train did not)
+            write_run_record(self.output_folder, self.recipe, self.heldout_settings)
         if self._pending_rng_state is not None:  # --c: continue the random streams where the checkpoint left them
             set_rng_state(self._pending_rng_state)
             self._pending_rng_state = None
@@ -166,7 +194,8 @@ class nnsslPretrainer(nnUNetTrainer):
     # ----- steps --------------------------------------------------------------------------------------------------
     def _forward(self, batch: dict) -> dict:
         on_device = {k: batch[k].to(self.device, non_blocking=True)
-                     for k in ("view1", "view2", "clean1", "clean2", "voxels1", "voxels2", "voxel_batch") if k in batch}
+                     for k in ("view1", "view2", "clean1", "clean2", "voxels1", "voxels2", "voxel_batch", "case_ids")
+                     if k in batch}
         geometry = {k: batch[k] for k in ("start1", "start2", "mirror1", "mirror2")}  # stays on the CPU
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             return self.network(**on_device, **geometry)
@@ -183,19 +212,35 @@ class nnsslPretrainer(nnUNetTrainer):
         self.optimizer.zero_grad(set_to_none=True)
         out = self._forward(batch)
         self._check_finite(out)
-        loss = out["loss"]
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
+        if out["terms"]:  # no term yet (MoCo while its queue fills): nothing to learn from, no optimiser step
+            self._backward_and_step(out["loss"])
         self.ssl_network.after_step(out)
+        self.lr_scheduler.advance()
         return self._scalars(out)
+
+    def _backward_and_step(self, loss: torch.Tensor) -> None:
+        """Backward, unscale (AMP), clip to the recipe's norm, and step — unless a gradient is NaN/Inf (e.g. eigh
+        of near-equal eigenvalues in the whitening): then the step is skipped, counted and logged, so a non-finite
+        value never reaches a weight. A non-finite loss already stopped the run in `_check_finite`."""
+        scaler = self.grad_scaler
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
+        clip = self.recipe.grad_clip if self.recipe.grad_clip is not None else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_([p for p in self.network.parameters() if p.grad is not None], clip)
+        if not torch.isfinite(norm):
+            self.nonfinite_steps += 1
+            self.print_to_log_file(f"non-finite gradient (norm {float(norm)}) in epoch {self.current_epoch}: step "
+                                   f"skipped ({self.nonfinite_steps} skipped so far)")
+            self.optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.update()  # lowers the scale, as a skipped AMP step does
+            return
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
 
     @staticmethod
     def _scalars(out: dict) -> dict:
@@ -227,7 +272,8 @@ class nnsslPretrainer(nnUNetTrainer):
         self.logger.log("epoch_end_timestamps", time.time(), self.current_epoch)
         get = lambda key: self.logger.get_value(key, step=-1)  # noqa: E731
         terms = ", ".join(f"{k[len('loss_'):]} {get(k):.4f}" for k in LOSS_TERMS if get(k) is not None)
-        self.print_to_log_file(f"train_loss {get('train_losses'):.4f} ({terms}), val_loss {get('val_losses'):.4f}")
+        self.print_to_log_file(f"train_loss {get('train_losses'):.4f} (weighted terms: {terms}), val_loss on training "
+                               f"cases {get('val_losses'):.4f}")
         ranks = ", ".join(f"{name} {value:.2f}" for name, value in get("erank").items())
         self.print_to_log_file(f"pretext top-1 train {get('top1_train'):.3f} val {get('top1_val'):.3f}; effective "
                                f"rank: {ranks}")
@@ -285,6 +331,8 @@ class nnsslPretrainer(nnUNetTrainer):
             "trainer_name": self.__class__.__name__,
             "inference_allowed_mirroring_axes": None,
             "rng_state": rng_state(),
+            "nnssl_recipe": self.recipe.to_dict(),
+            "nnssl_nonfinite_steps": self.nonfinite_steps,
         }
         save_checkpoint_file(checkpoint, filename)
 
@@ -293,6 +341,9 @@ class nnsslPretrainer(nnUNetTrainer):
             self.initialize()
         checkpoint = (load_checkpoint_file(filename_or_checkpoint, self.device, self.print_to_log_file)
                       if isinstance(filename_or_checkpoint, str) else filename_or_checkpoint)
+        check_resumed_recipe(checkpoint.get("nnssl_recipe"), self.recipe,
+                             filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "the checkpoint")
+        self.nonfinite_steps = int(checkpoint.get("nnssl_nonfinite_steps", 0))
         self.ssl_network.load_state_dict(checkpoint["network_weights"])
         self.current_epoch = checkpoint["current_epoch"]
         self.logger.load_checkpoint(checkpoint["logging"])

@@ -1,8 +1,15 @@
 """`nnssl_pretrain`: self-supervised pretraining of the planned network on a prepared unlabelled dataset.
 
 Runs nnU-Net's own training entry (`nnunetv2.run.run_training`) on fold `all` with the trainer
-`nnsslPretrainer_<method>[_<N>epochs][_<M>iters][_seed<K>]`, found through nnUNet_extTrainer. Results land in
-nnUNet_results/<dataset>/<trainer>__<plans>__<configuration>/fold_all, like any nnU-Net training.
+`nnsslPretrainer_<method>[_<N>epochs][_<M>iters][_seed<K>][_r<hash>]`, found through nnUNet_extTrainer. Results land
+in nnUNet_results/<dataset>/<trainer>__<plans>__<configuration>/fold_all, like any nnU-Net training.
+
+Each method family trains with its own optimiser recipe (nnssl_plugin.recipe: SGD + warm-up + cosine for the MoCo
+family, Adam 3e-4 with clip 1 for the dense methods); the recipe flags change it, and a non-default recipe adds
+`_r<hash>` to the trainer name so it gets its own folder. The recipe is recorded in fold_all/nnssl_run.json, the
+checkpoints and the weights file; `--c` refuses a checkpoint trained with another recipe.
+`--eval-target D` evaluates the pretext on crops of the labelled dataset D every `--eval-every` epochs (held out:
+never trained on), logged and plotted in progress.png.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ PROG = "nnssl_pretrain"
 
 def build_parser() -> argparse.ArgumentParser:
     from nnssl_plugin.config import METHODS
+    from nnssl_plugin.recipe import OPTIMIZERS, PRESETS, SCHEDULES
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
@@ -31,7 +39,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="epochs (default nnU-Net's 1000); shows in the name")
     p.add_argument("--iters", type=int, default=None, help="iterations per epoch (default 250); shows in the name")
     p.add_argument("--seed", type=int, default=None, help="seed torch/numpy/python; shows in the name")
+    r = p.add_argument_group("optimiser recipe (default: the method family's; any change adds _r<hash> to the name)")
+    r.add_argument("--recipe", choices=sorted(PRESETS), default=None,
+                   help="start from a preset instead of the method's default (nnunet: nnU-Net's supervised SGD)")
+    r.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="sgd (Nesterov) or adamw")
+    r.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    r.add_argument("--momentum", type=float, default=None, help="SGD momentum / AdamW beta1")
+    r.add_argument("--weight-decay", type=float, default=None, help="weight decay")
+    r.add_argument("--warmup", type=int, default=None, help="linear warm-up, in optimiser steps")
+    r.add_argument("--schedule", choices=SCHEDULES, default=None, help="after the warm-up: cosine, poly or constant")
+    r.add_argument("--clip", type=float, default=None, help="gradient-norm clip (0: none)")
+    r.add_argument("--batch-size", type=int, default=None, help="batch size instead of the plans' (all GPUs together)")
+    e = p.add_argument_group("held-out evaluation")
+    e.add_argument("--eval-target", default=None, help="labelled dataset (id or name) whose preprocessed cases give "
+                                                       "held-out crop pairs; off by default")
+    e.add_argument("--eval-every", type=int, default=5, help="evaluate every K epochs and at the end (default 5)")
     return p
+
+
+def recipe_from_args(args: argparse.Namespace, family: str):
+    """The run's recipe: the family default or --recipe preset, with the flags given replacing its fields."""
+    from dataclasses import replace
+
+    from nnssl_plugin.recipe import build_recipe
+
+    try:
+        recipe = build_recipe(family, args.recipe, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                              weight_decay=args.weight_decay, warmup_steps=args.warmup, schedule=args.schedule,
+                              batch_size=args.batch_size)
+        if args.clip is not None:
+            recipe = replace(recipe, grad_clip=args.clip if args.clip > 0 else None)
+    except ValueError as e:
+        raise NnsslError(f"recipe: {e}") from None
+    return recipe
 
 
 @cli_entry(PROG)
@@ -39,12 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
+    from nnssl_plugin.config import method_config
     from nnssl_plugin.ext_trainers import with_ext_trainer_folder
+    from nnssl_plugin.recipe import recipe_tag
+    from nnssl_plugin.run_record import write_run_record
     from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, writable_folder
     from nnssl_plugin.plans import load_plans, resolve_configuration
     from nnssl_plugin.pretrain.registry import trainer_name
 
-    for value, flag in ((args.epochs, "--epochs"), (args.iters, "--iters")):
+    for value, flag in ((args.epochs, "--epochs"), (args.iters, "--iters"), (args.eval_every, "--eval-every")):
         if value is not None and value < 1:
             raise NnsslError(f"{flag} must be at least 1, got {value}")
     name = find_dataset_name(args.d, in_raw=False, in_preprocessed=True,
@@ -60,10 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         raise NnsslError("-num_gpus > 1 is nnU-Net's single-node DDP, which needs -device cuda")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise NnsslError("CUDA is not available on this machine; pass -device cpu (or mps)")
-    trainer = trainer_name(args.m, args.epochs, args.iters, args.seed)
+    family = method_config(args.m).family
+    recipe = recipe_from_args(args, family)
+    heldout = None
+    if args.eval_target is not None:
+        target = find_dataset_name(args.eval_target, in_raw=False, in_preprocessed=True,
+                                   unprepared_hint="nnUNetv2_plan_and_preprocess -d {id}")
+        heldout = {"target": target, "every": args.eval_every}
+    trainer = trainer_name(args.m, args.epochs, args.iters, args.seed, recipe_tag(recipe, family))
     results = writable_folder("nnUNet_results")  # unset or not writable: one line here, before any training
     os.environ["nnUNet_extTrainer"] = with_ext_trainer_folder(os.environ.get("nnUNet_extTrainer"))
     output = results / name / f"{trainer}__{args.p}__{args.configuration}" / "fold_all"
+    write_run_record(output, recipe, heldout)
     checkpoints = ("checkpoint_latest.pth", "checkpoint_final.pth")
     if args.continue_training and not any((output / f).is_file() for f in checkpoints):
         print(f"{PROG}: --c found no checkpoint in {output}; starting a fresh run")

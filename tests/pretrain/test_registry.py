@@ -20,7 +20,15 @@ def test_names_carry_method_length_and_seed():
     assert (plain.method_config.method, plain.epochs, plain.iterations, plain.seed) == ("moco", None, None, None)
 
 
-@pytest.mark.parametrize("name", ["nnsslPretrainer_mocoo", "nnsslPretrainer_moco_3iters_2epochs", "nnsslPretrainer_"])
+def test_a_recipe_tag_is_the_last_part_of_the_name():
+    assert registry.trainer_name("hier", 3, None, 0, "0a1b2c3d") == "nnsslPretrainer_hier_3epochs_seed0_r0a1b2c3d"
+    cls = registry.trainer_class("nnsslPretrainer_hier_3epochs_seed0_r0a1b2c3d")
+    assert (cls.method_config.method, cls.epochs, cls.seed, cls.recipe_tag) == ("hier", 3, 0, "0a1b2c3d")
+    assert registry.trainer_class("nnsslPretrainer_hier_3epochs").recipe_tag is None
+
+
+@pytest.mark.parametrize("name", ["nnsslPretrainer_mocoo", "nnsslPretrainer_moco_3iters_2epochs", "nnsslPretrainer_",
+                                  "nnsslPretrainer_moco_rABCDEF12", "nnsslPretrainer_moco_r0a1b2c3d_seed1"])
 def test_invalid_names_are_not_trainers(name):
     with pytest.raises(AttributeError):
         getattr(registry, name)

@@ -1,0 +1,86 @@
+"""Recipes: defaults per family, tags only for departures, the per-step schedule, the run record and --c checks."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nnssl_plugin.errors import NnsslError
+from nnssl_plugin.recipe import NNUNET, Recipe, build_recipe, default_recipe, recipe_hash, recipe_tag
+from nnssl_plugin.run_record import check_resumed_recipe, run_recipe, write_run_record
+from nnssl_plugin.schedules import StepwiseLRScheduler, recipe_lr
+
+
+def test_default_recipe_has_no_tag_and_any_change_has_one():
+    assert recipe_tag(default_recipe("moco"), "moco") is None
+    assert recipe_tag(default_recipe("hier"), "hier") is None
+    changed = build_recipe("hier", lr=1e-3)
+    tag = recipe_tag(changed, "hier")
+    assert tag is not None and len(tag) == 8 and int(tag, 16) >= 0
+    assert tag != recipe_tag(build_recipe("hier", lr=2e-3), "hier")
+    assert recipe_tag(build_recipe("hier", lr=default_recipe("hier").lr), "hier") is None  # same values: same run
+
+
+def test_nnunet_preset_is_nnunets_supervised_sgd():
+    r = build_recipe("moco", "nnunet")
+    assert (r.optimizer, r.lr, r.momentum, r.schedule, r.grad_clip, r.warmup_steps) == ("sgd", 1e-2, 0.99, "poly",
+                                                                                        12.0, 0)
+    assert r == NNUNET
+
+
+@pytest.mark.parametrize("field,value", [("optimizer", "lamb"), ("schedule", "step"), ("lr", 0.0), ("momentum", 1.0),
+                                         ("weight_decay", -1.0), ("warmup_steps", -1), ("grad_clip", 0.0),
+                                         ("batch_size", 0)])
+def test_invalid_recipe_fields_are_refused(field, value):
+    with pytest.raises(ValueError):
+        Recipe(**{field: value})
+
+
+def test_round_trip_and_unknown_fields():
+    r = build_recipe("moco", weight_decay=0.5, batch_size=4)
+    assert Recipe.from_dict(r.to_dict()) == r
+    with pytest.raises(ValueError, match="unknown recipe fields"):
+        Recipe.from_dict({**r.to_dict(), "nesterov": True})
+
+
+def test_recipe_lr_closed_forms():
+    assert recipe_lr(0, 100, 1.0, 10, "cosine") == pytest.approx(0.1)
+    assert recipe_lr(9, 100, 1.0, 10, "cosine") == pytest.approx(1.0)
+    assert recipe_lr(10, 100, 1.0, 10, "cosine") == pytest.approx(1.0)
+    assert recipe_lr(55, 100, 1.0, 10, "cosine") == pytest.approx(0.5)  # half-way through the decay: cos(pi/2) = 0
+    assert recipe_lr(100, 100, 1.0, 10, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert recipe_lr(55, 100, 1.0, 10, "poly") == pytest.approx(0.5 ** 0.9)
+    assert recipe_lr(77, 100, 3e-4, 0, "constant") == 3e-4
+    assert recipe_lr(25, 100, 2.0, 0, "cosine") == pytest.approx(1.0 + math.cos(math.pi / 4))
+
+
+def test_stepwise_scheduler_resumes_at_the_epoch_nnunet_passes():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = StepwiseLRScheduler(opt, 1.0, iterations_per_epoch=5, total_epochs=4, warmup_steps=3, schedule="cosine")
+    seen = []
+    for epoch in range(4):
+        sched.step(epoch)  # nnU-Net's call at each epoch start
+        for _ in range(5):
+            seen.append(opt.param_groups[0]["lr"])
+            sched.advance()
+    assert seen == pytest.approx([recipe_lr(i, 20, 1.0, 3, "cosine") for i in range(20)])
+    fresh = StepwiseLRScheduler(opt, 1.0, 5, 4, 3, "cosine")
+    fresh.step(2)  # --c at epoch 2
+    assert opt.param_groups[0]["lr"] == pytest.approx(seen[10])
+
+
+def test_run_record_tagged_recipe_and_resume_checks(tmp_path):
+    assert run_recipe(tmp_path, "hier", None) == default_recipe("hier")
+    recipe = build_recipe("hier", lr=1e-3)
+    with pytest.raises(NnsslError, match="nnssl_run.json is missing"):
+        run_recipe(tmp_path, "hier", recipe_hash(recipe))
+    write_run_record(tmp_path, recipe, None)
+    assert run_recipe(tmp_path, "hier", recipe_hash(recipe)) == recipe
+    with pytest.raises(NnsslError, match="not the r"):
+        run_recipe(tmp_path, "hier", "0" * 8)
+    check_resumed_recipe(recipe.to_dict(), recipe, "ckpt")
+    with pytest.raises(NnsslError, match="from before per-method recipes"):
+        check_resumed_recipe(None, recipe, "ckpt")
+    with pytest.raises(NnsslError, match="was trained with recipe"):
+        check_resumed_recipe(default_recipe("hier").to_dict(), recipe, "ckpt")
