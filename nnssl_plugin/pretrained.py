@@ -1,9 +1,10 @@
-"""The target-agnostic pretrained-weights file written at the end of pretraining (DESIGN §3).
+"""The target-agnostic pretrained-weights file written at the end of pretraining.
 
 Next to `checkpoint_final.pth`: the pretrained state keyed as in the planned U-Net (`encoder.*` for MoCo methods,
 `encoder.*` and `decoder.*` without seg layers for hier / voxel2vec),
 the method, the plans identity (name, dataset, configuration, architecture and its sha256), the input channels,
-the run length and seed, package versions and, for moco_zca, the running whitening (mean, W) per channel group.
+the run length and seed, package versions and, for moco_zca, the running whitening (mean, W = ZCA of the running
+covariance) per channel group, with its mode, momentum and the number of batches behind it.
 Only tensors, numbers, strings, lists and dicts: loadable with `torch.load(weights_only=True)`.
 `nnssl_export` turns it into a target-specific file with seg layers.
 """
@@ -41,7 +42,7 @@ def write_pretrained_weights(trainer, path: str | Path) -> Path:
     if network.whitening is not None:
         w = network.whitening
         whitening = {"mean": w.mean.detach().cpu().clone(), "w": w.w.detach().cpu().clone(), "groups": w.groups,
-                     "eps": w.eps}
+                     "eps": w.eps, "mode": w.mode, "momentum": w.momentum, "batches": int(w.step)}
     payload = {
         "format": FORMAT,
         "method": network.config.method,

@@ -12,7 +12,8 @@ in the workers, preferring the body: voxels inside the case and above the crop's
 preprocessing leaves at the image minimum — CT clipped at the foreground's 0.5 percentile, MR zero background).
 
 Batch keys: view1, view2 (b, c, *patch) float32; start1, start2 (b, D) int64, crop start in case voxels;
-mirror1, mirror2 (b, D) bool; keys (case identifiers). D = 3 (3d) or 2 (2d; the slice axis is dropped).
+mirror1, mirror2 (b, D) bool; keys (case identifiers); case_ids (b,) int64, each case's index in the loader's
+sorted identifiers (MoCo masks same-case queue keys with it). D = 3 (3d) or 2 (2d; the slice axis is dropped).
 With local_transforms: clean1, clean2 (b, c, *patch). With num_voxels: voxels1, voxels2 (v, D) int64 view-voxel
 coordinates of the same case voxels (up to num_voxels per pair), voxel_batch (v,) int64 the pair each belongs to.
 """
@@ -51,6 +52,7 @@ class TwoViewDataLoader(nnUNetDataLoader):
         self.mirror_axes = tuple(range(len(spatial))) if mirror_axes is None else tuple(mirror_axes)
         self.local_transforms = local_transforms
         self.num_voxels = num_voxels
+        self.case_index = {key: i for i, key in enumerate(sorted(self.indices))}  # identifier -> case id
 
     def _crop(self, data, full_start: np.ndarray, mirror: np.ndarray, key: str = "?") -> torch.Tensor:
         """Crop at `full_start` (case voxels, all data axes; 0-padded outside the case) and flip. A crop holding
@@ -125,7 +127,8 @@ class TwoViewDataLoader(nnUNetDataLoader):
                         voxels[v].append(pair[v])
         batch = {"view1": torch.stack(views[0]), "view2": torch.stack(views[1]),
                  "start1": torch.from_numpy(starts[0]), "start2": torch.from_numpy(starts[1]),
-                 "mirror1": torch.from_numpy(mirrors[0]), "mirror2": torch.from_numpy(mirrors[1]), "keys": keys}
+                 "mirror1": torch.from_numpy(mirrors[0]), "mirror2": torch.from_numpy(mirrors[1]), "keys": keys,
+                 "case_ids": torch.tensor([self.case_index[k] for k in keys], dtype=torch.long)}
         if self.local_transforms is not None:
             batch["clean1"], batch["clean2"] = torch.stack(cleans[0]), torch.stack(cleans[1])
         if self.num_voxels is not None:

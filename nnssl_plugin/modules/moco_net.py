@@ -1,12 +1,19 @@
 """The MoCo / MoCo-ZCA pretraining network: the planned encoder and everything that must survive `--c`.
 
-One module holds the query encoder (the planned U-Net's encoder: only the encoder is pretrained), its EMA key
-encoder, the projectors, the key queue (persistent buffers) and, for moco_zca, the running whitening (mean, W).
-`forward` computes the losses; the stateful steps (EMA, enqueue) run in `after_step`, outside any compiled forward.
+MoCo v2 (Chen, Fan, Girshick, He, 2020, arXiv 2003.04297) and moco_zca (Hassanpour, Srivastav, Mutter, Padoy,
+ISBI 2024, arXiv 2402.14611), with queue and whitening sized for nnU-Net's small batches. One module holds the
+query encoder (the planned U-Net's encoder: only the encoder is pretrained), its EMA key encoder, the
+projectors, the key queue with the case id of every key, and, for moco_zca, the running whitening (mean, Σ, W),
+all as parameters or persistent buffers. `forward` computes the losses (and, for moco_zca in training, moves the
+running whitening statistics); the EMA and the enqueue run in `after_step`, outside any compiled forward.
 
-Global branch (both methods): bottleneck → [ZCA (moco_zca)] → global average pool → projector → InfoNCE vs queue.
-Local branch (moco_zca): first-stage features of both views (with gradient), average-pooled over aligned regions of
-the views' overlap → region InfoNCE; total = global + local_weight · local (DESIGN §4).
+Global branch: bottleneck → [ZCA with running statistics (moco_zca)] → global average pool → projector → InfoNCE
+vs the queue (never-filled slots and same-case keys masked). Whitening and pooling are both linear, so the pooled
+vector is whitened (the statistics come from every position). Until `min_queue_keys` real keys exist the global
+loss is skipped (no term, top-1 None). Local branch (moco_zca): first-stage features of both views, average-pooled
+over aligned regions of the views' overlap → region InfoNCE. `terms` hold the weighted contributions:
+
+    loss = loss_global + loss_local,   loss_local = local_weight · L_local
 """
 from __future__ import annotations
 
@@ -14,28 +21,18 @@ import copy
 from typing import Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from nnssl_plugin.config import MocoConfig
 from nnssl_plugin.losses.local import local_region_infonce
-from nnssl_plugin.losses.moco import moco_logits, top1_accuracy
+from nnssl_plugin.losses.moco import infonce_from_logits, moco_logits, top1_accuracy
 from nnssl_plugin.modules.ema import ema_update, frozen_copy_of
 from nnssl_plugin.modules.projector import ProjectionHead
-from nnssl_plugin.modules.queue import KeyQueue
-from nnssl_plugin.modules.whitening import RunningWhitening
+from nnssl_plugin.modules.queue import KeyQueue, derived_queue_size
+from nnssl_plugin.modules.whitening import RunningWhitening, apply_whitening, whitening_groups
 from nnssl_plugin.ops.regions import aligned_region_descriptors
-
-
-def whitening_groups(channels: int, samples: int, min_samples_per_channel: float) -> int:
-    """Smallest number of equal channel groups with at least `min_samples_per_channel` samples per channel."""
-    for groups in range(1, channels + 1):
-        if channels % groups == 0 and samples >= min_samples_per_channel * (channels // groups):
-            return groups
-    raise ValueError(f"whitening {channels} bottleneck channels needs at least {min_samples_per_channel:g} samples "
-                     f"(batch x bottleneck positions) per group channel, but a batch gives only {samples}; use a "
-                     f"larger batch or patch")
-
 
 def first_stage(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Output of the encoder's first stage (after the stem of residual encoders), full resolution."""
@@ -44,20 +41,33 @@ def first_stage(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return encoder.stages[0](x)
 
 
+def pool(bottleneck: torch.Tensor) -> torch.Tensor:
+    """Global average pool (n, c, *spatial) → (n, c), fp32."""
+    return bottleneck.float().flatten(2).mean(dim=2)
+
+
 class MocoNetwork(nn.Module):
     pretrained_prefixes = ("encoder",)  # what pretrained_state() carries
 
-    def __init__(self, encoder: nn.Module, bottleneck_channels: int, config: MocoConfig,
-                 whitening_group_count: int = 1):
+    def __init__(self, encoder: nn.Module, bottleneck_channels: int, config: MocoConfig, queue_size: int,
+                 whitening: RunningWhitening | None = None):
         super().__init__()
         self.config = config
         self.encoder = encoder
         self.key_encoder = frozen_copy_of(encoder, copy.deepcopy(encoder))
         self.projector = ProjectionHead(bottleneck_channels, config.hidden_dim, config.out_dim)
         self.key_projector = frozen_copy_of(self.projector, copy.deepcopy(self.projector))
-        self.queue = KeyQueue(config.out_dim, config.queue_size)
-        self.whitening = (RunningWhitening(bottleneck_channels, whitening_group_count, config.zca_eps,
-                                           config.zca_momentum) if config.zca else None)
+        self.queue = KeyQueue(config.out_dim, queue_size)
+        self.whitening = whitening
+
+    def summary(self) -> str:
+        """One line for the training log: the derived queue and whitening sizes."""
+        text = f"queue {self.queue.keys.shape[0]} keys (global loss from {self.config.min_queue_keys})"
+        if self.whitening is not None:
+            w = self.whitening
+            text += (f"; whitening {w.groups} group(s) of {w.mean.shape[1]} channels, mode {w.mode}, momentum "
+                     f"{w.momentum:g}, batch share {w.batch_share:g}")
+        return text
 
     def compile_encoder(self) -> None:
         """torch.compile the query encoder's forward only: the compiled wrapper is kept outside the module tree,
@@ -74,46 +84,62 @@ class MocoNetwork(nn.Module):
         self.key_encoder.train(False)  # no dropout/normalisation updates in the EMA copy
         return self
 
-    def embed(self, bottleneck: torch.Tensor, whiten: bool) -> torch.Tensor:
-        """Pooled bottleneck vector (n, c), whitened first if asked and available."""
-        if whiten and self.whitening is not None:
-            bottleneck = self.whitening(bottleneck)
-        return bottleneck.float().flatten(2).mean(dim=2)
+    def _pair(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[dict, list[torch.Tensor]]:
+        """`pair_embeddings` plus the query encoder's stage outputs (for the local loss)."""
+        skips = self._encode(view1)  # stage outputs, last = bottleneck (n, c, *s)
+        raw = pool(skips[-1])  # (n, c)
+        with torch.no_grad():
+            key_raw = pool(self.key_encoder(view2)[-1])  # (n, c)
+        whitened = None
+        if self.whitening is not None:
+            mean, w = self.whitening.statistics(skips[-1])  # training: moves the running statistics
+            whitened = apply_whitening(raw, mean, w)  # (n, c) = pool of the whitened map (both linear)
+            with torch.no_grad():  # keys: the same statistics, no gradient
+                key_raw = apply_whitening(key_raw, mean.detach(), w.detach())
+        q = self.projector(raw if whitened is None else whitened)  # (n, d)
+        with torch.no_grad():
+            k = self.key_projector(key_raw)  # (n, d)
+        return {"q": q, "k": k, "raw": raw.detach(),
+                "whitened": None if whitened is None else whitened.detach()}, skips
+
+    def pair_embeddings(self, view1: torch.Tensor, view2: torch.Tensor) -> dict:
+        """Embeddings of view pairs (n, C, *patch): "q" (n, d) unit queries (with gradient in training), "k" (n, d)
+        unit keys (no gradient), "raw" (n, c) pooled bottleneck of view1 (fp32, detached), "whitened" (n, c) its
+        whitened version (detached) or None without whitening. In training mode the running whitening moves."""
+        return self._pair(view1, view2)[0]
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, start1: torch.Tensor | None = None,
                 start2: torch.Tensor | None = None, mirror1: torch.Tensor | None = None,
-                mirror2: torch.Tensor | None = None, **unused) -> dict:
-        """Losses for a batch of view pairs. Geometry (start, mirror: (n, D)) is needed for the local loss."""
-        skips = self._encode(view1)  # list of stage outputs, last = bottleneck (n, c, *s)
-        pooled_raw = skips[-1].float().flatten(2).mean(dim=2).detach()  # (n, c) for the rank monitor
-        pooled = self.embed(skips[-1], whiten=True)  # (n, c)
-        q = self.projector(pooled)  # (n, d)
-        with torch.no_grad():
-            key_bottleneck = self.key_encoder(view2)[-1]
-            if self.whitening is not None:  # keys: whitened with their own batch's statistics, buffers untouched
-                key_bottleneck = self.whitening(key_bottleneck, update=False)
-            k = self.key_projector(key_bottleneck.float().flatten(2).mean(dim=2))  # (n, d)
-        logits = moco_logits(q, k, self.queue.keys.clone(), self.config.temperature)  # (n, 1 + K)
-        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-        loss_global = F.cross_entropy(logits, target)
-        embeddings = {"raw bottleneck": pooled_raw}
-        if self.whitening is not None:
-            embeddings["whitened bottleneck"] = pooled.detach()
-        out = {"terms": {"loss_global": loss_global}, "logits": logits.detach(), "keys": k,
-               "top1": top1_accuracy(logits.detach()), "embeddings": embeddings}
-        loss = loss_global
+                mirror2: torch.Tensor | None = None, case_ids: torch.Tensor | None = None, **unused) -> dict:
+        """Losses for a batch of view pairs. Geometry (start, mirror: (n, D)) is needed for the local loss;
+        case_ids (n,) int64 mask same-case queue keys (None: no same-case masking)."""
+        emb, skips = self._pair(view1, view2)
+        q, k = emb["q"], emb["k"]
+        terms: dict[str, torch.Tensor] = {}
+        top1, logits = None, None
+        if self.queue.filled() >= self.config.min_queue_keys:
+            mask = self.queue.negative_mask(case_ids, q.shape[0])  # (n, K)
+            logits = moco_logits(q, k, self.queue.keys.clone(), self.config.temperature, mask)  # (n, 1 + K)
+            terms["loss_global"] = infonce_from_logits(logits)
+            top1 = top1_accuracy(logits.detach())
         if self.config.local_weight > 0:
-            loss_local = self._local_loss(skips[0], first_stage(self.encoder, view2), start1, start2, mirror1,
-                                          mirror2)
-            out["terms"]["loss_local"] = loss_local
-            loss = loss + self.config.local_weight * loss_local
-        out["loss"] = loss
-        return out
+            terms["loss_local"] = self.config.local_weight * self._local_loss(
+                skips[0], first_stage(self.encoder, view2), start1, start2, mirror1, mirror2)
+        loss = sum(terms.values()) if terms else None
+        if "loss_global" not in terms:  # an exact zero that keeps the projector in the graph (DDP needs every grad)
+            anchor = 0.0 * q.sum().abs()  # abs: +0.0 in the log, never -0.0
+            loss = anchor if loss is None else loss + anchor
+        embeddings = {"raw bottleneck": emb["raw"]}
+        if emb["whitened"] is not None:
+            embeddings["whitened bottleneck"] = emb["whitened"]
+        return {"loss": loss, "terms": terms, "top1": top1, "embeddings": embeddings,
+                "logits": None if logits is None else logits.detach(), "keys": k, "case_ids": case_ids}
 
     def _local_loss(self, f1: torch.Tensor, f2: torch.Tensor, start1, start2, mirror1, mirror2) -> torch.Tensor:
         """Region InfoNCE over all regions of the batch (negatives: other regions of this and other images)."""
         if start1 is None:
-            raise ValueError("the local loss needs the views' geometry (start1, start2, mirror1, mirror2)")
+            raise ValueError("the local loss needs the views' geometry (start1, start2, mirror1, mirror2); pass the "
+                             "two-view loader's batch entries")
         d1, d2 = aligned_region_descriptors(f1, f2, start1.tolist(), start2.tolist(), mirror1.tolist(),
                                             mirror2.tolist(), self.config.local_grid)  # (n, R, c) each
         d1 = F.normalize(d1.flatten(0, 1).float(), dim=1)  # (n * R, c)
@@ -122,28 +148,39 @@ class MocoNetwork(nn.Module):
 
     @torch.no_grad()
     def after_step(self, out: dict) -> None:
-        """After the optimiser step: EMA of the key encoder and projector, then enqueue this batch's keys."""
-        keys = out["keys"]
+        """After the optimiser step: EMA of the key encoder and projector, then enqueue this batch's keys with their
+        case ids (all-gathered under DDP)."""
         ema_update(self.key_encoder, self.encoder, self.config.momentum)
         ema_update(self.key_projector, self.projector, self.config.momentum)
-        self.queue.enqueue(keys)
+        self.queue.enqueue(out["keys"], out.get("case_ids"))
 
     def pretrained_state(self) -> dict[str, torch.Tensor]:
         """What the export carries: the query encoder's weights, keyed as in the planned U-Net (`encoder.*`)."""
         return {f"encoder.{k}": v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()}
 
 
+def default_world_size() -> int:
+    """The initialised process group's size, else 1."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def build_moco_network(unet: nn.Module, config: MocoConfig, batch_size: int, patch_size: Sequence[int],
-                       strides: Sequence[int]) -> MocoNetwork:
-    """Wrap the planned U-Net's encoder (its decoder is not pretrained by MoCo and is not kept here)."""
+                       strides: Sequence[int], world_size: int | None = None) -> MocoNetwork:
+    """Wrap the planned U-Net's encoder (its decoder is not pretrained by MoCo and is not kept here). Sizes follow
+    the effective batch (batch_size x world_size): the queue (`derived_queue_size`, unless config.queue_size) and
+    the whitening groups (from the images behind the running estimate, batch / zca_momentum, not from positions,
+    so `strides` no longer matter; kept for the trainer's call)."""
     channels = unet.encoder.output_channels[-1]
     if config.local_weight > 0 and min(patch_size) < 2 * config.local_grid - 1:
         raise ValueError(f"patch {list(patch_size)} is too small for the local-loss grid of {config.local_grid} "
                          f"regions per axis: the views' overlap (at least half a patch) needs every axis >= "
                          f"{2 * config.local_grid - 1} voxels")
-    positions = 1
-    for p, s in zip(patch_size, strides):
-        positions *= max(1, p // s)
-    groups = whitening_groups(channels, batch_size * positions, config.zca_min_samples_per_channel) \
-        if config.zca else 1
-    return MocoNetwork(unet.encoder, channels, config, groups)
+    effective_batch = batch_size * (default_world_size() if world_size is None else world_size)
+    queue_size = config.queue_size or derived_queue_size(config.momentum, effective_batch, config.queue_horizon_ratio,
+                                                         config.queue_min_size)
+    whitening = None
+    if config.zca:
+        groups = whitening_groups(channels, effective_batch / config.zca_momentum, config.zca_min_images_per_channel)
+        whitening = RunningWhitening(channels, groups, config.zca_eps, config.zca_momentum, config.zca_mode,
+                                     config.zca_batch_share)
+    return MocoNetwork(unet.encoder, channels, config, queue_size, whitening)

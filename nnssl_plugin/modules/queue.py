@@ -1,9 +1,13 @@
-"""The MoCo queue of past keys: a FIFO ring buffer kept as persistent buffers, so `--c` restores it exactly.
+"""The MoCo queue of past keys (He et al. 2020, arXiv 1911.05722): a FIFO ring buffer of keys and the case each
+came from, kept as persistent buffers, so `--c` restores it exactly.
 
-Under DDP the keys of every rank are gathered before they are enqueued, so all ranks hold the same queue
-(MoCo's `concat_all_gather`); without an initialised process group it is a plain single-process queue.
+Slots that were never written are marked (case id −1) and are no negatives; keys enqueued without a case id get
+−2 (a real key of an unknown case). `negative_mask` says, per query, which slots are usable negatives: filled, and
+not from the query's own case (a small unlabelled set otherwise fills the queue with false negatives).
+Under DDP the keys and case ids of every rank are gathered before they are enqueued, so all ranks hold the same
+queue (MoCo's `concat_all_gather`); without an initialised process group it is a plain single-process queue.
 
-Shape: keys buffer (K, d), L2-normalised; ptr buffer () long, the next row to overwrite.
+Shape: keys buffer (K, d), L2-normalised; case_ids buffer (K,) int64; ptr buffer () long, the next row to write.
 """
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+NEVER_FILLED = -1  # case id of a slot no key was written to
+UNKNOWN_CASE = -2  # case id of a key enqueued without one: a real negative for every query
 
 
 def gather_from_all_ranks(x: torch.Tensor) -> torch.Tensor:
@@ -22,21 +29,64 @@ def gather_from_all_ranks(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def derived_queue_size(momentum: float, effective_batch: int, horizon_ratio: float, minimum: int) -> int:
+    """MoCo v2's rule sized to the batch: the queue holds `horizon_ratio` x the key encoder's EMA horizon
+    1/(1 − momentum) steps of keys (MoCo v2: 65536 keys / 256 batch = 256 steps vs 1000, ratio 0.256), so its
+    oldest key comes from an encoder the EMA has not yet forgotten: max(minimum, round(ratio x horizon x batch))."""
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"the key-encoder momentum must be in [0, 1), found {momentum}; use e.g. 0.99")
+    return max(int(minimum), round(horizon_ratio * effective_batch / (1.0 - momentum)))
+
+
 class KeyQueue(nn.Module):
     def __init__(self, dim: int, size: int, generator: torch.Generator | None = None):
         super().__init__()
-        init = F.normalize(torch.randn(size, dim, generator=generator), dim=1)
-        self.register_buffer("keys", init)  # (K, d) random unit vectors until real keys arrive
+        if size < 1:
+            raise ValueError(f"the key queue needs at least 1 slot, found size {size}; leave queue_size unset to "
+                             f"derive it from the batch and the momentum")
+        init = F.normalize(torch.randn(size, dim, generator=generator), dim=1)  # placeholders, masked until written
+        self.register_buffer("keys", init)  # (K, d)
+        self.register_buffer("case_ids", torch.full((size,), NEVER_FILLED, dtype=torch.long))  # (K,)
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor) -> None:
-        """Write the (all-gathered) keys (n, d) at the pointer, wrapping around; the oldest keys are replaced."""
+    def enqueue(self, keys: torch.Tensor, case_ids: torch.Tensor | None = None) -> None:
+        """Write the (all-gathered) keys (n, d) and their case ids (n,) at the pointer, wrapping around; the oldest
+        keys are replaced. `case_ids=None`: the keys count as negatives for every query."""
+        if case_ids is None:
+            case_ids = torch.full((keys.shape[0],), UNKNOWN_CASE, dtype=torch.long, device=keys.device)
+        if case_ids.shape != keys.shape[:1]:
+            raise ValueError(f"enqueue expects one case id per key ({keys.shape[0]}), found shape "
+                             f"{tuple(case_ids.shape)}; pass the batch's case_ids (n,)")
         keys = gather_from_all_ranks(keys.detach()).to(self.keys.dtype)  # (n * world, d)
+        case_ids = gather_from_all_ranks(case_ids.to(device=keys.device, dtype=torch.long))  # (n * world,)
         size = self.keys.shape[0]
         if keys.shape[0] > size:
-            keys = keys[-size:]
+            keys, case_ids = keys[-size:], case_ids[-size:]
         n = keys.shape[0]
         rows = (self.ptr + torch.arange(n, device=self.keys.device)) % size
         self.keys[rows] = keys
+        self.case_ids[rows] = case_ids.to(self.case_ids.device)
         self.ptr.copy_((self.ptr + n) % size)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Checkpoints written before case ids existed: every slot counts as a real key of an unknown case, which is
+        how that run treated its queue (resuming continues it; no slot is masked as never filled)."""
+        if prefix + "keys" in state_dict and prefix + "case_ids" not in state_dict:
+            size = state_dict[prefix + "keys"].shape[0]
+            state_dict[prefix + "case_ids"] = torch.full((size,), UNKNOWN_CASE, dtype=torch.long)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def filled(self) -> int:
+        """How many slots hold real keys (a host sync)."""
+        return int((self.case_ids != NEVER_FILLED).sum())
+
+    def negative_mask(self, query_case_ids: torch.Tensor | None, n: int) -> torch.Tensor:
+        """(n, K) bool: True where a slot is a usable negative for the query (filled; not the query's case)."""
+        valid = (self.case_ids != NEVER_FILLED).unsqueeze(0).expand(n, -1)  # (n, K)
+        if query_case_ids is None:
+            return valid
+        same_case = self.case_ids.unsqueeze(0) == query_case_ids.to(self.case_ids.device).view(-1, 1)  # (n, K)
+        return valid & ~same_case

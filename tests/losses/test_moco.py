@@ -1,4 +1,4 @@
-"""MoCo InfoNCE against an independent log-sum-exp computation and closed forms."""
+"""MoCo InfoNCE (with masked queue slots) against an independent log-sum-exp computation and closed forms."""
 from __future__ import annotations
 
 import math
@@ -47,3 +47,46 @@ def test_top1_counts_queries_whose_positive_wins():
     logits = moco_logits(q, q, queue, 0.2)  # positives have similarity 1: always top
     assert top1_accuracy(logits) == 1.0
     assert top1_accuracy(moco_logits(q, -q, q, 0.2)) == 0.0
+
+
+def test_masked_columns_do_not_change_the_loss():
+    """Masking slots equals dropping them from the queue (numpy log-sum-exp over the kept ones)."""
+    q, k, queue = _unit((4, 16), 10), _unit((4, 16), 11), _unit((12, 16), 12)
+    mask = torch.rand(4, 12, generator=torch.Generator().manual_seed(13)) > 0.4
+    t = 0.2
+    expected = []
+    for i in range(4):
+        kept = queue.numpy()[mask[i].numpy()]
+        logits = np.concatenate([[q[i].numpy() @ k[i].numpy()], kept @ q[i].numpy()]) / t
+        expected.append(np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[0])
+    assert moco_infonce(q, k, queue, t, mask).item() == pytest.approx(np.mean(expected), rel=1e-6)
+
+
+def test_k_identical_unmasked_negatives_give_log_k_plus_one_whatever_the_masked_ones():
+    v = _unit((1, 8), 14)
+    queue = torch.cat([v.repeat(9, 1), _unit((20, 8), 15)])  # 9 equal to the positive, 20 others masked
+    mask = torch.tensor([True] * 9 + [False] * 20).expand(3, -1)
+    loss = moco_infonce(v.repeat(3, 1), v.repeat(3, 1), queue, 0.2, mask)
+    assert loss.item() == pytest.approx(math.log(10), rel=1e-6)
+
+
+def test_masked_logits_are_minus_inf_and_gradients_stay_finite():
+    q = _unit((2, 8), 16).requires_grad_()
+    mask = torch.tensor([[True, False, True], [False, False, False]])  # the second query has no negative at all
+    logits = moco_logits(q, _unit((2, 8), 17), _unit((3, 8), 18), 0.2, mask)
+    assert torch.isneginf(logits[0, 2]) and torch.isneginf(logits[1, 1:]).all() and torch.isfinite(logits[:, 0]).all()
+    loss = moco_infonce(q, _unit((2, 8), 17), _unit((3, 8), 18), 0.2, mask)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(q.grad).all()
+
+
+def test_top1_ignores_masked_columns_and_counts_ties_as_misses():
+    q = _unit((2, 8), 19)
+    queue = torch.cat([q[:1], -q[:1]])  # slot 0 equals query 0 (beats any other positive), slot 1 opposite
+    k = _unit((2, 8), 20)
+    assert top1_accuracy(moco_logits(q, k, queue, 0.2)) <= 0.5  # query 0 loses to slot 0
+    mask = torch.tensor([[False, True], [False, True]])
+    masked = moco_logits(q, k, queue, 0.2, mask)
+    expected = np.mean([(q[i] @ k[i]).item() > (q[i] @ queue[1]).item() for i in range(2)])
+    assert top1_accuracy(masked) == expected
+    assert top1_accuracy(moco_logits(q, q, q, 0.2)) == 0.0  # positive ties its own copy in the queue

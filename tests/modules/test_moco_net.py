@@ -1,5 +1,8 @@
-"""The MoCo network: running whitening, group choice, gradient paths, and the exported state's keys."""
+"""The MoCo network: sizes derived from the batch, the skipped global loss, masking, terms that add up, the
+pair_embeddings interface, gradient paths, persistent state and the exported state's keys."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
@@ -7,8 +10,8 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
 from nnssl_plugin.config import method_config
-from nnssl_plugin.modules.moco_net import build_moco_network, whitening_groups
-from nnssl_plugin.modules.whitening import RunningWhitening
+from nnssl_plugin.losses.moco import moco_infonce
+from nnssl_plugin.modules.moco_net import build_moco_network, first_stage
 
 
 def _unet():
@@ -17,51 +20,109 @@ def _unet():
                          deep_supervision=False)
 
 
-def _batch(n=2, size=(8, 16, 16)):
-    g = torch.Generator().manual_seed(0)
+def _batch(n=2, size=(8, 16, 16), seed=0):
+    g = torch.Generator().manual_seed(seed)
     geometry = {"start1": torch.tensor([[0, 0, 0]] * n), "start2": torch.tensor([[2, 4, -3]] * n),
                 "mirror1": torch.zeros(n, 3, dtype=torch.bool), "mirror2": torch.ones(n, 3, dtype=torch.bool)}
     return torch.randn(n, 1, *size, generator=g), torch.randn(n, 1, *size, generator=g), geometry
 
 
-def test_group_count_is_the_smallest_with_enough_samples():
-    assert whitening_groups(64, 128, 2.0) == 1
-    assert whitening_groups(80, 36, 2.0) == 5  # 16 channels per group, 36 >= 32
-    with pytest.raises(ValueError, match="needs at least 2 samples .* but a batch gives only 1"):
-        whitening_groups(3, 1, 2.0)
+def _net(method="moco", **changes):
+    torch.manual_seed(0)
+    return build_moco_network(_unet(), replace(method_config(method), **changes), 2, (8, 16, 16), (2, 4, 4),
+                              world_size=1)
 
 
-def test_running_whitening_moves_in_training_and_is_used_in_eval():
-    wh = RunningWhitening(4, 1, eps=1e-5, momentum=0.5)
-    x = torch.randn(8, 4, 3, 3) * torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 4, 1, 1)
-    wh.train()
-    wh(x, update=False)
-    assert torch.equal(wh.w[0], torch.eye(4)), "update=False leaves the buffers alone"
-    wh(x)
-    assert not torch.equal(wh.w[0], torch.eye(4))
-    wh.eval()
-    y = wh(x)
-    manual = ((x.movedim(1, -1).reshape(-1, 4) - wh.mean[0]) @ wh.w[0]).reshape(8, 3, 3, 4).movedim(-1, 1)
-    assert torch.allclose(y, manual, atol=1e-6)
+def _fill(net, keys=16, case=100):
+    with torch.no_grad():
+        net.queue.enqueue(torch.nn.functional.normalize(torch.randn(keys, net.config.out_dim), dim=1),
+                          torch.full((keys,), case))
 
 
-def test_every_trainable_parameter_gets_a_gradient_and_the_key_branch_none():
-    net = build_moco_network(_unet(), method_config("moco_zca"), 2, (8, 16, 16), (2, 4, 4))
+def test_sizes_follow_the_effective_batch():
+    config = method_config("moco_zca")
+    net = build_moco_network(_unet(), config, 2, (8, 16, 16), (2, 4, 4), world_size=4)
+    assert net.queue.keys.shape[0] == round(0.256 * 8 / (1 - 0.99))  # 205: 25.6 steps of 8 keys
+    assert net.whitening.groups == 1  # 8 / 0.01 = 800 images behind the estimate >= 16 channels
+    few = build_moco_network(_unet(), replace(config, zca_momentum=0.5), 2, (8, 16, 16), (2, 4, 4), world_size=1)
+    assert few.whitening.groups == 4  # 4 images: groups of 4 channels
+    fixed = build_moco_network(_unet(), replace(config, queue_size=100), 2, (8, 16, 16), (2, 4, 4), world_size=1)
+    assert fixed.queue.keys.shape[0] == 100
+
+
+@pytest.mark.parametrize("method", ["moco", "moco_zca"])
+def test_global_loss_waits_for_real_keys_and_every_parameter_still_gets_a_gradient(method):
+    net = _net(method)
     v1, v2, geometry = _batch()
+    _fill(net, keys=15)  # one short of min_queue_keys = 16
     out = net(v1, v2, **geometry)
-    assert torch.isfinite(out["loss"]) and "loss_local" in out["terms"]
+    assert "loss_global" not in out["terms"] and out["top1"] is None
+    assert out["loss"].item() == sum(t.item() for t in out["terms"].values())  # local term, or exactly 0
     out["loss"].backward()
     for name, p in net.named_parameters():
-        if p.requires_grad:
-            assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        else:
-            assert name.startswith(("key_encoder.", "key_projector.")), name
+        assert (p.grad is not None) == p.requires_grad, name
+    _fill(net, keys=1)
+    out = net(v1, v2, **geometry)
+    assert "loss_global" in out["terms"] and out["top1"] is not None
 
 
-def test_after_step_updates_ema_and_queue():
-    net = build_moco_network(_unet(), method_config("moco"), 2, (8, 16, 16), (2, 4, 4))
+def test_terms_are_weighted_and_add_up_to_the_loss():
+    net = _net("moco_zca")
+    _fill(net)
     v1, v2, geometry = _batch()
     out = net(v1, v2, **geometry)
+    terms = out["terms"]
+    assert set(terms) == {"loss_global", "loss_local"}
+    assert out["loss"].item() == (terms["loss_global"] + terms["loss_local"]).item()
+    with torch.no_grad():
+        skips = net.encoder(v1)
+        local = net._local_loss(skips[0], first_stage(net.encoder, v2), geometry["start1"], geometry["start2"],
+                                geometry["mirror1"], geometry["mirror2"])
+    torch.testing.assert_close(terms["loss_local"], 0.5 * local)
+
+
+def test_global_loss_masks_unfilled_slots_and_same_case_keys():
+    net = _net()
+    _fill(net, keys=20, case=3)  # 20 keys of case 3, 44 slots never filled
+    _fill(net, keys=4, case=8)
+    v1, v2, geometry = _batch()
+    out = net(v1, v2, **geometry, case_ids=torch.tensor([3, 5]))
+    emb = net.eval().pair_embeddings(v1, v2)
+    logits = out["logits"]
+    assert torch.isneginf(logits[:, 1 + 24:]).all()  # never filled
+    assert torch.isneginf(logits[0, 1:21]).all() and torch.isfinite(logits[1, 1:25]).all()  # query 0 is case 3
+    queue = net.queue.keys
+    expected = (moco_infonce(emb["q"][:1], emb["k"][:1], queue[20:24]) +
+                moco_infonce(emb["q"][1:], emb["k"][1:], queue[:24])) / 2  # the masked slots simply dropped
+    torch.testing.assert_close(out["terms"]["loss_global"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_pair_embeddings_interface_and_same_statistics_for_queries_and_keys():
+    net = _net("moco_zca").train()
+    for _ in range(3):  # move the running whitening
+        net.pair_embeddings(*_batch(seed=1)[:2])
+    v1, _, _ = _batch(seed=2)
+    emb = net.pair_embeddings(v1, v1)  # key encoder = a copy of the encoder so far: same view -> same embedding
+    assert set(emb) == {"q", "k", "raw", "whitened"}
+    assert emb["q"].shape == emb["k"].shape == (2, 128) and emb["raw"].shape == emb["whitened"].shape == (2, 16)
+    assert emb["q"].requires_grad and not emb["k"].requires_grad
+    assert not emb["raw"].requires_grad and not emb["whitened"].requires_grad and emb["raw"].dtype == torch.float32
+    torch.testing.assert_close(emb["q"].norm(dim=1), torch.ones(2))
+    torch.testing.assert_close(emb["q"].detach(), emb["k"], rtol=1e-4, atol=1e-5)  # keys whitened as the queries
+    net.eval()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        frozen = net.pair_embeddings(v1, v1)
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items()), "eval moves no statistics"
+    manual = (emb["raw"] - net.whitening.mean[0]) @ net.whitening.w[0]
+    torch.testing.assert_close(frozen["whitened"], manual, rtol=1e-4, atol=1e-5)
+    assert _net("moco").pair_embeddings(v1, v1)["whitened"] is None
+
+
+def test_after_step_updates_ema_and_queue_with_case_ids():
+    net = _net()
+    v1, v2, geometry = _batch()
+    out = net(v1, v2, **geometry, case_ids=torch.tensor([4, 9]))
     with torch.no_grad():
         for p in net.encoder.parameters():
             p.add_(1.0)
@@ -70,10 +131,23 @@ def test_after_step_updates_ema_and_queue():
     after = list(net.key_encoder.parameters())
     assert all(torch.allclose(a, b + 0.01) for a, b in zip(after, before))  # momentum 0.99
     assert int(net.queue.ptr) == 2 and torch.allclose(net.queue.keys[:2], out["keys"])
+    assert net.queue.case_ids[:3].tolist() == [4, 9, -1]
+
+
+def test_all_state_is_persistent_and_round_trips():
+    net = _net("moco_zca")
+    v1, v2, geometry = _batch()
+    net.after_step(net(v1, v2, **geometry, case_ids=torch.tensor([0, 1])))
+    state = net.state_dict()
+    assert {"queue.keys", "queue.case_ids", "queue.ptr", "whitening.mean", "whitening.w", "whitening.cov",
+            "whitening.step"} <= set(state)
+    fresh = _net("moco_zca")
+    fresh.load_state_dict(state)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
 
 
 def test_pretrained_state_loads_strictly_into_the_planned_unet_encoder():
-    net = build_moco_network(_unet(), method_config("moco"), 2, (8, 16, 16), (2, 4, 4))
+    net = _net()
     state = net.pretrained_state()
     target = _unet().state_dict()
     assert set(state) == {k for k in target if k.startswith("encoder.")}
@@ -84,3 +158,16 @@ def test_pretrained_state_loads_strictly_into_the_planned_unet_encoder():
 def test_patch_too_small_for_the_local_grid_is_named():
     with pytest.raises(ValueError, match=r"patch \[2, 16, 16\] is too small for the local-loss grid of 2 .* >= 3"):
         build_moco_network(_unet(), method_config("moco_zca"), 2, (2, 16, 16), (1, 4, 4))
+
+
+def test_under_bf16_autocast_the_whitening_stays_fp32_and_the_loss_finite():
+    net = _net("moco_zca")
+    _fill(net)
+    v1, v2, geometry = _batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(v1, v2, **geometry, case_ids=torch.tensor([0, 1]))
+    assert out["embeddings"]["whitened bottleneck"].dtype == torch.float32
+    assert net.whitening.w.dtype == net.whitening.cov.dtype == torch.float32
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and all(torch.isfinite(p.grad).all() for p in net.parameters()
+                                               if p.grad is not None)
