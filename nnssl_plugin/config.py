@@ -7,32 +7,40 @@ from dataclasses import dataclass, replace
 @dataclass(frozen=True)
 class MocoConfig:
     method: str = "moco"
-    temperature: float = 0.2  # MoCo v2 / paper 000
+    temperature: float = 0.2  # MoCo v2 (Chen et al. 2020, arXiv 2003.04297); Hassanpour et al. 2024 keep it
     momentum: float = 0.99  # key-encoder EMA; 0.999 suits 200 ImageNet epochs, short medical runs need fresher keys
-    queue_size: int = 4096  # DESIGN §4: sized for nnU-Net's small batches (4096-16384)
+    queue_size: int | None = None  # None: derived from batch and momentum (queue_horizon_ratio), not ImageNet's
+    queue_horizon_ratio: float = 0.256  # MoCo v2's queue/EMA-horizon ratio: 65536/256 = 256 steps vs 1/(1-0.999)
+    queue_min_size: int = 64  # floor of the derived size: 32 steps of keys at batch 2, still inside the EMA horizon
+    min_queue_keys: int = 16  # the global InfoNCE waits for this many real keys: fewer make it a near-trivial choice
     hidden_dim: int = 2048  # MoCo v2 projector
     out_dim: int = 128  # MoCo v2 projector
     zca: bool = False  # moco_zca: ZCA whitening of the bottleneck before pooling and the projector
     zca_eps: float = 1e-3  # regularises the smallest eigenvalues of the (small-sample) covariance
-    zca_momentum: float = 0.1  # running (mean, W) for evaluation and export, like batch-norm statistics
-    zca_min_samples_per_channel: float = 2.0  # groups are chosen so that samples >= 2 x channels per group
-    local_weight: float = 0.0  # moco_zca: total = global + 0.5 * local (paper 000)
+    zca_mode: str = "hybrid"  # "hybrid": gradient through the batch's share of Σ, as the paper's batch whitening
+    zca_momentum: float = 0.01  # running (mean, Σ) over ~100 steps: the key encoder's horizon, 200 images at batch 2
+    zca_batch_share: float | None = None  # hybrid: None = zca_momentum; the paper's 2/64 moved crops 8 % (limit 5 %)
+    zca_min_images_per_channel: float = 1.0  # groups only if batch/zca_momentum < channels: between-image Σ full rank
+    local_weight: float = 0.0  # moco_zca: total = global + 0.5 * local (Hassanpour et al. 2024, arXiv 2402.14611)
     local_grid: int = 2  # regions per axis of the views' overlap (2 -> 8 regions in 3d, 4 in 2d)
-    local_temperature: float = 0.2  # paper 000
+    local_temperature: float = 0.2  # Hassanpour et al. 2024 (arXiv 2402.14611)
     family: str = "moco"  # which network and two-view loader the trainer assembles
 
 
 @dataclass(frozen=True)
 class HierConfig:
     method: str = "hier"
-    temperature: float = 0.1  # paper 002: voxel NT-Xent
-    num_voxels: int = 1024  # paper 002: corresponding voxels per view pair
-    level_dim: int = 32  # paper 002: every pyramid level projected to the same width (hierarchical balance)
+    temperature: float = 0.1  # Kats et al. 2024 (arXiv 2401.06473): voxel NT-Xent
+    num_voxels: int = 1024  # Kats et al. 2024: corresponding voxels per view pair
+    level_dim: int = 32  # Kats et al. 2024: every pyramid level projected to the same width (hierarchical balance)
     project_levels: bool = True  # False (voxel2vec): raw level features concatenated, coarse levels dominate
     hidden_dim: int = 512  # projection head on the concatenated vector; small: it runs on every sampled voxel
-    out_dim: int = 128  # paper 002: voxel embedding width
-    restoration_weight: float = 10.0  # paper 002: total = NT-Xent + 10 * MSE; 0 disables the restorative branch
-    augmentation: str = "local"  # "local": shuffle / Bezier / in-painting (paper 002); "global": voxel2vec's
+    out_dim: int = 128  # Kats et al. 2024: voxel embedding width
+    head_layers: int = 3  # Kats et al. 2024 / vox2vec (Goncharov et al. 2023, arXiv 2307.14725): 3-layer MLP head
+    head_batch_norm: bool = True  # BN over thousands of sampled voxels is well estimated (MoCo's 2 crops are not)
+    restoration_weight: float = 10.0  # Kats et al. 2024: NT-Xent + 10 * MSE on [0, 1] intensities; 0 disables it
+    augmentation: str = "local"  # "local": shuffle / Bezier / in-painting (Kats et al.); "global": voxel2vec's
+    flips: bool = False  # Kats et al. and vox2vec use translation-only views
     family: str = "hier"
 
 

@@ -10,16 +10,23 @@ Randomness comes only from numpy's global `np.random`, so globally seeded runs r
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform, ImageOnlyTransform
 from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
-from batchgeneratorsv2.transforms.intensity.random_clip import CutOffOutliersTransform
 from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
-from batchgeneratorsv2.transforms.noise.sharpen import SharpeningTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import OneOfTransform, RandomTransform
+
+from nnssl_plugin.data.vox2vec_augment import GaussianSharpen, RandomIntensityWindow
+
+# Box sides as fractions of the patch side such that 1-5 boxes paint ~5 % of a patch on average (Kats et al.):
+# expected painted fraction (union of the boxes) 4.8-5.0 % in 3D, 5.3-5.4 % in 2D for patches of 32-256 voxels
+# per side, computed exactly from the per-axis coverage probabilities (tests/data/test_local_augment.py).
+INPAINT_BOX_FRACTION_3D = (1 / 6, 0.35)  # Models Genesis' 1/6..1/3, upper end raised to reach 5 %
+INPAINT_BOX_FRACTION_2D = (0.09, 0.18)  # same mean box area relative to the patch as the 3D boxes' volume
 
 
 def _side_range(fraction: tuple[float, float], side: int) -> tuple[int, int]:
@@ -121,39 +128,87 @@ class BezierIntensity(ImageOnlyTransform):
     x2(1-x2) + (x1-x2)(1-x1) >= 0). Unlike Models Genesis the curve is never reversed: a decreasing map would
     invert contrast.
 
+    With a `window` (one (lo, hi) pair per channel, in the image's units, e.g. a soft-tissue window from
+    `nnssl_plugin.intensity.soft_tissue_windows`), the curve is rescaled to [lo, hi] instead of the crop's
+    [min, max]: voxels v with lo <= v <= hi become lo + (hi - lo)·B((v - lo) / (hi - lo)), all others are left
+    bit-identical. Since B(0) = 0 and B(1) = 1 the map stays continuous and monotone non-decreasing over the whole
+    real line, and the curve's strength goes to the tissues inside the window rather than to air and bone.
+
+    `min_deviation` > 0 redraws a channel's control points until the tabulated curve departs from the identity by
+    at least that much somewhere (max |B(x) − x| on [0, 1]), so that no view gets a near-identity curve; 0 (the
+    default, as in Models Genesis) keeps every draw. About 4 % of uniform draws fall below 0.05, 17 % below 0.1.
+
     The curve is sampled at `num_points` t values and tabulated on a uniform x grid, so mapping a voxel is a
     linear interpolation in that table (float64, elementwise; no per-voxel search). One curve per channel.
     """
 
-    def __init__(self, num_points: int = 1000):
+    MAX_MIN_DEVIATION = 0.3  # about a quarter of uniform draws still reach it, so redrawing ends quickly
+
+    def __init__(self, num_points: int = 1000, window: list[tuple[float, float]] | tuple[tuple[float, float], ...]
+                 | None = None, min_deviation: float = 0.0):
         super().__init__()
         self.num_points = num_points
+        if not 0.0 <= min_deviation <= self.MAX_MIN_DEVIATION:
+            raise ValueError(f"BezierIntensity min_deviation must lie in [0, {self.MAX_MIN_DEVIATION}], found "
+                             f"{min_deviation}; larger values would reject most random curves")
+        self.min_deviation = float(min_deviation)
+        if window is not None:
+            window = [(float(lo), float(hi)) for lo, hi in window]
+            bad = [(c, w) for c, w in enumerate(window) if not w[1] > w[0]]
+            if bad:
+                raise ValueError(f"BezierIntensity window needs lo < hi per channel, found {bad} (channel, (lo, hi)); "
+                                 f"pass finite pairs with lo < hi, e.g. from soft_tissue_windows(plans, configuration)")
+        self.window = window
 
     def get_parameters(self, **data_dict) -> dict:
         c = data_dict["image"].shape[0]
-        return {"curves": [(tuple(np.random.uniform(0, 1, 2)), tuple(np.random.uniform(0, 1, 2))) for _ in range(c)]}
+        if self.window is not None and len(self.window) != c:
+            raise ValueError(f"BezierIntensity window has {len(self.window)} (lo, hi) pair(s) but the image has {c} "
+                             f"channel(s); pass one pair per input channel, in the plans' channel order")
+        return {"curves": [self._draw_curve() for _ in range(c)]}
+
+    def _draw_curve(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """Control points (P1, P2), uniform in [0,1]², redrawn while the curve stays within min_deviation of y = x."""
+        grid = np.linspace(0.0, 1.0, self.num_points)
+        while True:
+            p1, p2 = tuple(np.random.uniform(0, 1, 2)), tuple(np.random.uniform(0, 1, 2))
+            if self.min_deviation <= 0.0:
+                return p1, p2
+            xs, ys = bezier_curve(p1, p2, self.num_points)
+            if np.abs(np.interp(grid, xs, ys) - grid).max() >= self.min_deviation:
+                return p1, p2
 
     def _apply_to_image(self, img: torch.Tensor, **params) -> torch.Tensor:
         grid = np.linspace(0.0, 1.0, self.num_points)
         for c, (p1, p2) in enumerate(params["curves"]):
-            lo, hi = (float(v) for v in torch.aminmax(img[c]))
+            if self.window is None:
+                lo, hi = (float(v) for v in torch.aminmax(img[c]))
+            else:
+                lo, hi = self.window[c]
             if hi <= lo:
                 continue
             xs, ys = bezier_curve(p1, p2, self.num_points)
             table = torch.from_numpy(np.interp(grid, xs, ys)).to(img.device)  # (k,) curve on a uniform x grid
             slope = table[1:] - table[:-1]  # (k-1,)
-            pos = img[c].double().sub_(lo).mul_((self.num_points - 1) / (hi - lo)).clamp_(0, self.num_points - 1)
+            pos = img[c].to(torch.float64, copy=True)  # (*spatial); a copy even for float64 input, which is read below
+            pos.sub_(lo).mul_((self.num_points - 1) / (hi - lo)).clamp_(0, self.num_points - 1)
             i0 = pos.floor().clamp_(max=self.num_points - 2)  # (*spatial) cell index
             w = pos.sub_(i0)  # (*spatial) position in the cell, [0, 1]
             i0 = i0.long()
-            y = table[i0].addcmul_(slope[i0], w)  # (*spatial) in [0, 1]
-            img[c] = y.mul_(hi - lo).add_(lo).clamp_(lo, hi)
+            y = table[i0].addcmul_(slope[i0], w).mul_(hi - lo).add_(lo).clamp_(lo, hi)  # (*spatial) in [lo, hi]
+            if self.window is None:
+                img[c] = y
+            else:
+                inside = (img[c] >= lo) & (img[c] <= hi)  # (*spatial); voxels outside keep their exact value
+                img[c] = torch.where(inside, y.to(img.dtype), img[c])
         return img
 
 
 class BoxInpainting(ImageOnlyTransform):
     """In-painting (Models Genesis, Zhou et al. 2019/2021; a corruption of Kats et al.'s `hier`): a few random
-    boxes anywhere in the patch are filled, in every channel, with uniform noise between that channel's min and max.
+    boxes anywhere in the patch are filled, in every channel, with uniform noise between that channel's min and max,
+    or over a given per-channel `value_range` (Kats et al. paint noise in [0, 1] of CT clipped to [−175, 250] HU,
+    i.e. over a soft-tissue window).
 
     batchgeneratorsv2's BlankRectangleTransform does not fit: it fills a box with one constant per box (its value
     function returns a float), draws different boxes for each channel, and takes box sides in voxels fixed at
@@ -161,19 +216,29 @@ class BoxInpainting(ImageOnlyTransform):
 
     Args:
         num_boxes: inclusive range of the number of boxes. Default (1, 5): Models Genesis paints up to 5.
-        box_size_fraction: range of each box side as a fraction of the patch side. Default (1/8, 1/4): a bit smaller
-            than Models Genesis' 1/6..1/3, so that 5 boxes replace at most ~8% of a 3D patch.
+        box_size_fraction: range of each box side as a fraction of the patch side. Default None: by the patch's
+            dimensionality, INPAINT_BOX_FRACTION_3D or _2D, which paint ~5 % of a patch on average (Kats et al.).
+        value_range: per channel (lo, hi) of the noise. Default None: the channel's min and max in the crop.
     """
 
-    def __init__(self, num_boxes: tuple[int, int] = (1, 5), box_size_fraction: tuple[float, float] = (1 / 8, 1 / 4)):
+    def __init__(self, num_boxes: tuple[int, int] = (1, 5), box_size_fraction: tuple[float, float] | None = None,
+                 value_range: Sequence[tuple[float, float]] | None = None):
         super().__init__()
         self.num_boxes = num_boxes
         self.box_size_fraction = box_size_fraction
+        if value_range is not None and any(not float(h) > float(l) for l, h in value_range):
+            raise ValueError(f"BoxInpainting value_range needs lo < hi per channel, found {value_range}; pass e.g. "
+                             f"soft_tissue_windows(plans, configuration)")
+        self.value_range = None if value_range is None else [(float(l), float(h)) for l, h in value_range]
 
     def get_parameters(self, **data_dict) -> dict:
         img = data_dict["image"]
         spatial = tuple(img.shape[1:])
-        lo, hi = np.array([_side_range(self.box_size_fraction, s) for s in spatial]).T  # (d,), (d,)
+        if self.value_range is not None and len(self.value_range) != img.shape[0]:
+            raise ValueError(f"BoxInpainting value_range has {len(self.value_range)} pair(s) but the image has "
+                             f"{img.shape[0]} channel(s); pass one (lo, hi) per input channel")
+        fraction = self.box_size_fraction or (INPAINT_BOX_FRACTION_2D if len(spatial) == 2 else INPAINT_BOX_FRACTION_3D)
+        lo, hi = np.array([_side_range(fraction, s) for s in spatial]).T  # (d,), (d,)
         n = np.random.randint(self.num_boxes[0], self.num_boxes[1] + 1)
         sizes = np.random.randint(lo, hi + 1, size=(n, len(spatial)))  # (n, d)
         starts = _sample_boxes(spatial, sizes)  # (n, d)
@@ -181,8 +246,11 @@ class BoxInpainting(ImageOnlyTransform):
         return {"starts": starts, "sizes": sizes, "fills": fills}
 
     def _apply_to_image(self, img: torch.Tensor, **params) -> torch.Tensor:
-        flat = img.reshape(img.shape[0], -1)
-        lo, hi = flat.amin(dim=1), flat.amax(dim=1)  # (c,) before any box is painted
+        if self.value_range is None:
+            flat = img.reshape(img.shape[0], -1)
+            lo, hi = flat.amin(dim=1), flat.amax(dim=1)  # (c,) before any box is painted
+        else:
+            lo, hi = torch.tensor(self.value_range, dtype=img.dtype, device=img.device).T  # (c,), (c,)
         view_shape = (-1,) + (1,) * (img.ndim - 1)
         lo, hi = lo.view(view_shape), hi.view(view_shape)  # (c, 1, ..., 1)
         for start, size, fill in zip(params["starts"], params["sizes"], params["fills"]):
@@ -191,36 +259,49 @@ class BoxInpainting(ImageOnlyTransform):
         return img
 
 
-def hier_local_transforms(is_2d: bool = False) -> BasicTransform:
-    """The `hier` method's corruptions of one view (Kats et al., after Models Genesis): local voxel shuffling
-    (p=0.8), a monotone Bézier intensity curve (p=0.9) and box in-painting (always). The restoration target is the
-    view before these. `is_2d` is accepted for parity with `global_view_transforms`: all work on 2D and 3D alike."""
+def hier_local_transforms(is_2d: bool = False, window: Sequence[tuple[float, float]] | None = None
+                          ) -> BasicTransform:
+    """The `hier` method's corruptions of one view (Kats, Hirsch, Heinrich 2024, arXiv 2401.06473, after Models
+    Genesis): local voxel shuffling (p=0.8), a monotone Bézier intensity curve (p=0.9) and box in-painting of ~5 %
+    of the patch (always). The restoration target is the view before these.
+
+    `window`: per channel (lo, hi) in network units, e.g. `nnssl_plugin.intensity.soft_tissue_windows(plans,
+    configuration)`: the Bézier curve acts on that window (voxels outside unchanged) and the in-painting noise spans
+    it, like Kats et al.'s corruptions of CT clipped to [−175, 250] HU. None: the crop's own min and max (air and
+    bone then take most of the curve). `is_2d` is accepted for parity with `global_view_transforms`: the box sizes
+    follow the patch's dimensionality by themselves."""
     del is_2d
     return ComposeTransforms([
         RandomTransform(LocalVoxelShuffle(), apply_probability=0.8),
-        RandomTransform(BezierIntensity(), apply_probability=0.9),
-        BoxInpainting(),
+        RandomTransform(BezierIntensity(window=window), apply_probability=0.9),
+        BoxInpainting(value_range=window),
     ])
 
 
-def voxel2vec_view_transforms(is_2d: bool = False) -> BasicTransform:
-    """Global photometric augmentation of one view for the voxel2vec baseline: blur or sharpen (p=0.5 together),
-    Gaussian noise (p=0.5) and a random intensity window (p=0.8) that clips each channel to its own random lower
-    (0-10th) and upper (90-100th) percentile, via batchgeneratorsv2's CutOffOutliersTransform without std
-    restoration. All keep every voxel in place; `is_2d` is accepted for parity with `global_view_transforms`.
-    Blur runs without batchgeneratorsv2's FFT benchmark: for sigma <= 1.5 direct convolution is as fast, and the
-    benchmark costs each worker ~1 s per new kernel size."""
+def voxel2vec_view_transforms(is_2d: bool = False, unit_ranges: Sequence[tuple[float, float]] | None = None,
+                              windows: Sequence[tuple[float, float]] | None = None) -> BasicTransform:
+    """Global photometric augmentation of one view for the voxel2vec baseline, after vox2vec (Goncharov et al.,
+    MICCAI 2023, arXiv 2307.14725): blur or vox2vec's sharpening (p=0.5 together; sharpening α 10-30 after a
+    σ 0.5-1 pre-blur, `GaussianSharpen`), Gaussian noise (p=0.5), then a random intensity window per channel
+    between `windows` (narrowest) and `unit_ranges` (widest) rescaled back to the unit range (`RandomIntensityWindow`,
+    random with p=0.8, otherwise a clip to the unit range). All keep every voxel in place.
+
+    `unit_ranges`, `windows`: per channel (lo, hi) in network units from `nnssl_plugin.intensity.unit_ranges` and
+    `soft_tissue_windows`. `is_2d` is accepted for parity with `global_view_transforms`. Blur runs without
+    batchgeneratorsv2's FFT benchmark: for sigma <= 1.5 direct convolution is as fast, and the benchmark costs each
+    worker ~1 s per new kernel size."""
     del is_2d
+    if unit_ranges is None or windows is None:
+        raise ValueError(f"voxel2vec's random intensity window needs per-channel unit ranges and soft-tissue windows, "
+                         f"found unit_ranges={unit_ranges}, windows={windows}; pass nnssl_plugin.intensity."
+                         f"unit_ranges(plans, configuration) and soft_tissue_windows(plans, configuration)")
     return ComposeTransforms([
         RandomTransform(OneOfTransform([
             GaussianBlurTransform(blur_sigma=(0.5, 1.5), synchronize_channels=False, synchronize_axes=False,
                                   p_per_channel=1, benchmark=False),
-            SharpeningTransform(strength=(0.1, 0.5), p_same_for_each_channel=0, p_per_channel=1,
-                                p_clamp_intensities=0),
+            GaussianSharpen(),
         ]), apply_probability=0.5),
         RandomTransform(GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_channel=1, synchronize_channels=True),
                         apply_probability=0.5),
-        RandomTransform(CutOffOutliersTransform(percentile_lower=(0, 10), percentile_upper=(90, 100),
-                                                p_synchronize_channels=False, p_per_channel=1, p_retain_std=0),
-                        apply_probability=0.8),
+        RandomIntensityWindow(unit_ranges, windows),
     ])

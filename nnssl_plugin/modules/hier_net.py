@@ -1,15 +1,21 @@
-"""The dense hierarchical pretraining network (`hier`, paper 002: Kats et al.) and its `voxel2vec` baseline.
+"""The dense hierarchical pretraining network (`hier`: Kats, Hirsch, Heinrich, ISBI 2024, arXiv 2401.06473) and its
+`voxel2vec` baseline (after vox2vec: Goncharov et al., MICCAI 2023, arXiv 2307.14725).
 
 The whole planned U-Net (encoder + decoder; its segmentation layers are frozen and unused) plus the method heads,
 one module so that everything `--c` needs lands in nnU-Net's checkpoint. Both views run through the U-Net in one
 batch (2n crops). At the sampled corresponding voxels, each pyramid level (bottleneck, decoder stages coarse to
 fine) is read at the cell holding the voxel; `hier` projects each level with its own trainable 1×1×1 projection to
 `level_dim` channels (hierarchical balance), `voxel2vec` keeps the raw features (coarse, wide levels dominate);
-the concatenation goes through the projection head to an L2-normalised voxel embedding:
+the concatenation of both views' voxels goes through the projection head in one batch (its BatchNorm sees one set
+of statistics for both views) to an L2-normalised voxel embedding:
 
     loss_voxel   = NT-Xent over all sampled voxels of the batch (positives: same voxel, other view), τ = 0.1
-    loss_restore = MSE(restoration(finest decoder output), un-corrupted crop)   (hier only)
-    loss         = loss_voxel + restoration_weight · loss_restore               (weight 10, paper 002)
+    loss_restore = restoration_weight · MSE(restoration(finest decoder output), u(un-corrupted crop))  (hier only)
+    loss         = loss_voxel + loss_restore                                     (weight 10, Kats et al.)
+
+u maps each channel's fixed range (lo, hi) in network units (the plans' CT clip range) to [0, 1]
+(`nnssl_plugin.losses.restoration`), as Kats et al. compute the MSE on CT scaled to [0, 1]. `terms` holds the
+weighted contributions, so the logged terms add up to the loss.
 
 The per-level projections are 1×1×1 convolutions applied only at the sampled voxels (a 1×1×1 convolution is the
 same linear map at every voxel, so reading it at v voxels equals convolving the whole map and reading there).
@@ -22,10 +28,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nnssl_plugin.config import HierConfig
+from nnssl_plugin.losses.restoration import restoration_mse
 from nnssl_plugin.losses.voxel import voxel_nt_xent_with_top1
 from nnssl_plugin.modules.projector import ProjectionHead
 from nnssl_plugin.modules.pyramid import level_channels, level_strides, pad_to_multiple, unet_pyramid
@@ -38,7 +44,7 @@ class HierNetwork(nn.Module):
     pretrained_prefixes = ("encoder", "decoder")  # what pretrained_state() carries
 
     def __init__(self, unet: nn.Module, config: HierConfig, num_input_channels: int,
-                 strides: Sequence[Sequence[int]]):
+                 strides: Sequence[Sequence[int]], unit_ranges: Sequence[tuple[float, float]] | None = None):
         super().__init__()
         self.config = config
         self.encoder, self.decoder = unet.encoder, unet.decoder
@@ -51,9 +57,14 @@ class HierNetwork(nn.Module):
         self.projections = (nn.ModuleList(nn.Linear(c, config.level_dim) for c in channels)
                             if config.project_levels else None)
         width = config.level_dim * len(channels) if config.project_levels else sum(channels)
-        self.head = ProjectionHead(width, config.hidden_dim, config.out_dim)
-        self.restoration = (self.encoder.conv_op(channels[-1], num_input_channels, kernel_size=1)
-                            if config.restoration_weight > 0 else None)
+        self.head = ProjectionHead(width, config.hidden_dim, config.out_dim, config.head_layers, config.head_batch_norm)
+        self.restoration = None
+        if config.restoration_weight > 0:
+            lo, hi = _checked_unit_ranges(unit_ranges, num_input_channels)
+            self.restoration = self.encoder.conv_op(channels[-1], num_input_channels, kernel_size=1)
+            # derived from the plans at every build: follow the module's device, stay out of the checkpoint
+            self.register_buffer("unit_lo", lo, persistent=False)  # (c_in,)
+            self.register_buffer("unit_hi", hi, persistent=False)  # (c_in,)
         self.whitening = None  # no whitening in this family (the export reads the attribute)
 
     def compile_encoder(self) -> None:
@@ -81,17 +92,18 @@ class HierNetwork(nn.Module):
         h1 = self.level_features(levels, voxel_batch, voxels1)  # view 1: crops 0..n-1 of the joint batch
         h2 = self.level_features(levels, voxel_batch + n, voxels2)  # view 2: crops n..2n-1 (no slicing copies)
         z1, z2 = torch.cat(h1, dim=1), torch.cat(h2, dim=1)  # (v, width)
-        e1, e2 = self.head(z1), self.head(z2)  # (v, out_dim) each, unit length
+        e1, e2 = self.head(torch.cat([z1, z2])).chunk(2)  # (v, out_dim) each, unit length; one BN batch
         loss_voxel, top1 = voxel_nt_xent_with_top1(e1, e2, self.config.temperature, gather=True)  # DDP: all ranks
-        terms = {"loss_voxel": loss_voxel}
-        loss = loss_voxel
+        terms = {"loss_voxel": loss_voxel}  # weighted contributions: they add up to the loss
         if self.restoration is not None:
             if clean1 is None or clean2 is None:
-                raise ValueError("the restorative branch needs the un-corrupted crops (clean1, clean2)")
-            restored = self.restoration(levels[-1]).float()  # (2n, c_in, *padded patch)
-            restored = restored[(..., *[slice(0, p) for p in patch])]
-            terms["loss_restore"] = F.mse_loss(restored, torch.cat([clean1, clean2]).float())
-            loss = loss + self.config.restoration_weight * terms["loss_restore"]
+                raise ValueError("the restorative branch needs the un-corrupted crops (clean1, clean2); found None; "
+                                 "give the loader local_transforms so that it returns them")
+            restored = self.restoration(levels[-1])  # (2n, c_in, *padded patch), predicts u(clean)
+            restored = restored[(..., *[slice(0, p) for p in patch])]  # (2n, c_in, *patch)
+            mse = restoration_mse(restored, torch.cat([clean1, clean2]), self.unit_lo, self.unit_hi)
+            terms["loss_restore"] = self.config.restoration_weight * mse
+        loss = sum(terms.values())
         keep = slice(None, None, max(1, z1.shape[0] // (MONITOR_VOXELS * n)))  # spread over the batch's crops
         embeddings = {f"level {i} ({'bottleneck' if i == 0 else f'decoder {i}'})": h[keep].detach()
                       for i, h in enumerate(h1)}
@@ -110,6 +122,20 @@ class HierNetwork(nn.Module):
         return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
+def _checked_unit_ranges(unit_ranges: Sequence[tuple[float, float]] | None, channels: int
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi) as (c,) float32 tensors, after checking one increasing pair per input channel."""
+    if unit_ranges is None or len(unit_ranges) != channels or any(float(h) <= float(l) for l, h in unit_ranges):
+        raise ValueError(f"hier's restoration needs one (lo, hi) range with lo < hi per input channel ({channels}), "
+                         f"found {unit_ranges}; pass unit_ranges=nnssl_plugin.intensity.unit_ranges(plans, "
+                         f"configuration)")
+    lo, hi = (torch.tensor([float(r[i]) for r in unit_ranges], dtype=torch.float32) for i in (0, 1))
+    return lo, hi
+
+
 def build_hier_network(unet: nn.Module, config: HierConfig, num_input_channels: int,
-                       stage_strides: Sequence, patch_size: Sequence[int]) -> HierNetwork:
-    return HierNetwork(unet, config, num_input_channels, level_strides(stage_strides, len(patch_size)))
+                       stage_strides: Sequence, patch_size: Sequence[int],
+                       unit_ranges: Sequence[tuple[float, float]] | None = None) -> HierNetwork:
+    """`unit_ranges`: per input channel (lo, hi) in network units that the restoration maps to [0, 1]
+    (`nnssl_plugin.intensity.unit_ranges`); required when `config.restoration_weight > 0`."""
+    return HierNetwork(unet, config, num_input_channels, level_strides(stage_strides, len(patch_size)), unit_ranges)

@@ -14,14 +14,18 @@ from nnssl_plugin.data.local_augment import (
     hier_local_transforms,
     voxel2vec_view_transforms,
 )
+from nnssl_plugin.data.vox2vec_augment import GaussianSharpen, RandomIntensityWindow
 
 SHAPES = [(1, 24, 20), (2, 24, 20), (1, 12, 16, 20), (2, 12, 16, 20)]
-FACTORIES = {
-    "shuffle": LocalVoxelShuffle,
-    "bezier": BezierIntensity,
-    "box": BoxInpainting,
-    "hier": hier_local_transforms,
-    "voxel2vec": voxel2vec_view_transforms,
+RANGES = [(0.0, 6.0), (-3.0, 9.0)]  # per-channel unit ranges of `_image` (channel c: 3 + (c + 1) * randn)
+WINDOWS = [(2.0, 4.0), (1.0, 5.0)]  # per-channel "soft-tissue" windows inside them
+FACTORIES = {  # name -> transform for an image with c channels
+    "shuffle": lambda c: LocalVoxelShuffle(),
+    "bezier": lambda c: BezierIntensity(),
+    "box": lambda c: BoxInpainting(),
+    "hier": lambda c: hier_local_transforms(),
+    "hier_window": lambda c: hier_local_transforms(window=WINDOWS[:c]),
+    "voxel2vec": lambda c: voxel2vec_view_transforms(unit_ranges=RANGES[:c], windows=WINDOWS[:c]),
 }
 
 
@@ -51,7 +55,7 @@ def _de_casteljau(points: np.ndarray, t: float) -> np.ndarray:
 def test_transforms_keep_shape_and_dtype(name, shape):
     np.random.seed(1)
     torch.manual_seed(1)
-    out = FACTORIES[name]()(image=_image(shape))["image"]
+    out = FACTORIES[name](shape[0])(image=_image(shape))["image"]
     assert out.shape == shape and out.dtype == torch.float32
     assert torch.isfinite(out).all()
 
@@ -184,11 +188,11 @@ def test_box_inpainting_changes_only_reported_boxes_within_channel_range():
             assert painted.std() > 0.2 * float(img[c].max() - img[c].min())
 
 
-@pytest.mark.parametrize("factory", [hier_local_transforms, voxel2vec_view_transforms])
+@pytest.mark.parametrize("name", ["hier", "hier_window", "voxel2vec"])
 @pytest.mark.parametrize("shape", [(1, 24, 20), (2, 12, 16, 20)])
-def test_same_global_seed_gives_the_same_view(factory, shape):
+def test_same_global_seed_gives_the_same_view(name, shape):
     img = _image(shape)
-    transform = factory()
+    transform = FACTORIES[name](shape[0])
 
     def view(seed):
         np.random.seed(seed)
@@ -206,3 +210,67 @@ def test_hier_transforms_always_inpaint():
     for _ in range(5):
         out = hier_local_transforms()(image=img.clone())["image"]
         assert not torch.equal(out, img)
+
+
+def _expected_inpainted_fraction(spatial, num_boxes, fraction) -> float:
+    """Exact mean painted fraction: sides uniform on integers in [ceil(f0 s), floor(f1 s)], starts uniform, boxes
+    independent; a voxel's chance to lie in one box is the product of per-axis chances; union over n boxes."""
+    p_box = np.ones(spatial)
+    for axis, side in enumerate(spatial):
+        k_lo, k_hi = max(1, int(np.ceil(fraction[0] * side))), int(np.floor(fraction[1] * side))
+        p_axis = np.zeros(side)
+        for k in range(k_lo, k_hi + 1):
+            covered = np.array([min(x, side - k) - max(0, x - k + 1) + 1 for x in range(side)])  # starts covering x
+            p_axis += covered / (side - k + 1) / (k_hi - k_lo + 1)
+        p_box = p_box * p_axis.reshape([-1 if a == axis else 1 for a in range(len(spatial))])
+    return float(np.mean([np.mean(1 - (1 - p_box) ** n) for n in range(num_boxes[0], num_boxes[1] + 1)]))
+
+
+@pytest.mark.parametrize("spatial", [(32, 48, 48), (64, 128, 128), (256, 256), (48, 64)])
+def test_inpainting_paints_about_5_percent_of_a_patch_on_average(spatial):
+    t = BoxInpainting()
+    dims = "3d" if len(spatial) == 3 else "2d"
+    fraction = {"3d": (1 / 6, 0.35), "2d": (0.09, 0.18)}[dims]
+    expected = _expected_inpainted_fraction(spatial, (1, 5), fraction)
+    assert 0.045 <= expected <= 0.055
+    np.random.seed(13)
+    image = torch.zeros((1, *spatial))
+    draws = 400 if dims == "3d" else 2000
+    painted = []
+    for _ in range(draws):  # Monte Carlo over the transform's own boxes
+        params = t.get_parameters(image=image)
+        painted.append(_box_mask(spatial, params["starts"], params["sizes"]).mean())
+    painted = np.array(painted)
+    assert abs(painted.mean() - expected) < 4 * painted.std() / np.sqrt(draws)
+
+
+def test_box_inpainting_with_a_value_range_paints_uniform_noise_over_that_range():
+    np.random.seed(14)
+    img = _image((2, 16, 24, 32))
+    t = BoxInpainting(num_boxes=(5, 5), value_range=WINDOWS)
+    params = t.get_parameters(image=img)
+    out = t._apply_to_image(img.clone(), **params)
+    inside = torch.from_numpy(_box_mask(img.shape[1:], params["starts"], params["sizes"]))
+    assert torch.equal(out[:, ~inside], img[:, ~inside])
+    for c, (lo, hi) in enumerate(WINDOWS):
+        painted = out[c][inside].numpy()
+        assert painted.min() >= lo and painted.max() <= hi
+        assert abs(painted.mean() - (lo + hi) / 2) < 0.05 * (hi - lo)
+        assert abs(painted.std() - (hi - lo) / np.sqrt(12)) < 0.05 * (hi - lo)  # uniform: sd = width / sqrt(12)
+
+
+def test_hier_transforms_give_the_window_to_the_bezier_curve_and_the_inpainting():
+    shuffle, bezier, box = hier_local_transforms(window=WINDOWS).transforms
+    assert bezier.transform.window == WINDOWS and box.value_range == WINDOWS
+    assert isinstance(shuffle.transform, LocalVoxelShuffle) and box.box_size_fraction is None
+    _, bezier, box = hier_local_transforms().transforms
+    assert bezier.transform.window is None and box.value_range is None
+
+
+def test_voxel2vec_uses_vox2vec_sharpening_and_a_random_window_over_the_unit_range():
+    blur_or_sharpen, noise, window = voxel2vec_view_transforms(unit_ranges=RANGES, windows=WINDOWS).transforms
+    assert any(isinstance(t, GaussianSharpen) for t in blur_or_sharpen.transform.list_of_transforms)
+    assert isinstance(window, RandomIntensityWindow)
+    assert [r for r, _ in window.ranges] == RANGES and [w for _, w in window.ranges] == WINDOWS
+    with pytest.raises(ValueError, match="soft_tissue_windows\\(plans, configuration\\)"):
+        voxel2vec_view_transforms()
