@@ -1,4 +1,5 @@
-"""Plots of a pretraining run: progress.png (per epoch) and spectrum.png (at the end)."""
+"""Plots of a pretraining run: progress.png (per epoch; held-out values too with --eval-target) and spectrum.png (at
+the end)."""
 from __future__ import annotations
 
 import os
@@ -10,35 +11,69 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def plot_progress(log: dict, path: str | os.PathLike) -> None:
-    """Losses, pretext top-1 and effective rank, epoch time and learning rate, one row each."""
+LABELS = {"train_losses": "train", "val_losses": "val (training cases)", "top1_train": "top-1 train",
+          "top1_val": "top-1 val (training cases)"}  # pretraining's own "val" runs on the training cases (fold all)
+
+
+def defined(values: list, epochs: int) -> tuple[np.ndarray, list]:
+    """(epochs, values) of the entries among the first `epochs` that are not None (logged every K epochs)."""
+    pairs = [(i, v) for i, v in enumerate(values[:epochs]) if v is not None]
+    return np.array([i for i, _ in pairs], dtype=int), [v for _, v in pairs]
+
+
+def _rank_names(ranks: list) -> list[str]:
+    return list(dict.fromkeys(name for epoch in ranks for name in (epoch or {})))
+
+
+def progress_figure(log: dict):
+    """The progress figure: losses; pretext top-1 and effective rank; held-out values (only when the log has some);
+    epoch time and learning rate. None before the first epoch ends."""
     epochs = min(len(log["train_losses"]), len(log["epoch_end_timestamps"]))
     if epochs == 0:
-        return
+        return None
+    heldout = any(v is not None for key in ("heldout_loss", "heldout_top1") for v in log.get(key, [])[:epochs])
     x = np.arange(epochs)
-    fig, axes = plt.subplots(3, 1, figsize=(20, 16))
+    fig, axes = plt.subplots(4 if heldout else 3, 1, figsize=(20, 21 if heldout else 16))
     ax = axes[0]
     for key, style in (("train_losses", "b-"), ("val_losses", "r-"), ("loss_global", "b:"), ("loss_local", "g:"),
                        ("loss_voxel", "b:"), ("loss_restore", "g:")):
-        values = log.get(key, [])[:epochs]
-        if len(values) == epochs and not all(v is None for v in values):
-            ax.plot(x, values, style, label=key, linewidth=3)
+        at, values = defined(log.get(key, []), epochs)
+        if values:
+            ax.plot(at, values, style, label=LABELS.get(key, key), linewidth=3)
     ax.set_xlabel("epoch")
     ax.set_ylabel("SSL loss")
     ax.legend(loc="upper right")
     ax = axes[1]
     for key, style in (("top1_train", "b-"), ("top1_val", "r-")):
-        ax.plot(x, log[key][:epochs], style, label=key, linewidth=3)
+        ax.plot(*defined(log.get(key, []), epochs), style, label=LABELS[key], linewidth=3)
     ax.set_ylabel("pretext top-1")
     ax.set_ylim(0, 1.05)
     ax.legend(loc="upper left")
     twin = ax.twinx()
     ranks = log["erank"][:epochs]
-    for name in dict.fromkeys(name for epoch in ranks for name in epoch):
-        twin.plot(x, [epoch.get(name, np.nan) for epoch in ranks], label=f"effective rank ({name})", linewidth=2)
+    for name in _rank_names(ranks):
+        twin.plot(x, [(epoch or {}).get(name, np.nan) for epoch in ranks], label=f"effective rank ({name})",
+                  linewidth=2)
+    held_ranks = log.get("heldout_erank", [])[:epochs]
+    for name in _rank_names(held_ranks):
+        at, values = defined([None if e is None else e.get(name) for e in held_ranks], epochs)
+        twin.plot(at, values, "o--", label=f"held-out effective rank ({name})", linewidth=2)
     twin.set_ylabel("effective rank (RankMe)")
     twin.legend(loc="upper right")
-    ax = axes[2]
+    if heldout:
+        ax = axes[2]
+        ax.plot(*defined(log.get("heldout_top1", []), epochs), "mo-", label="held-out top-1", linewidth=3)
+        ax.plot(*defined(log.get("heldout_chance", []), epochs), "k:", label="held-out top-1 by chance", linewidth=2)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("held-out pretext top-1 (labelled target, never trained on)")
+        ax.set_ylim(0, 1.05)
+        ax.set_xlim(-0.5, epochs - 0.5)
+        ax.legend(loc="upper left")
+        twin = ax.twinx()
+        twin.plot(*defined(log.get("heldout_loss", []), epochs), "cs-", label="held-out loss", linewidth=3)
+        twin.set_ylabel("held-out SSL loss")
+        twin.legend(loc="upper right")
+    ax = axes[-1]
     durations = np.array(log["epoch_end_timestamps"][:epochs]) - np.array(log["epoch_start_timestamps"][:epochs])
     ax.plot(x, durations, "b-", label="epoch duration (s)", linewidth=3)
     ax.set_xlabel("epoch")
@@ -47,6 +82,14 @@ def plot_progress(log: dict, path: str | os.PathLike) -> None:
     twin.plot(x, log["lrs"][:epochs], "g-", label="learning rate", linewidth=3)
     twin.legend(loc="upper right")
     fig.tight_layout()
+    return fig
+
+
+def plot_progress(log: dict, path: str | os.PathLike) -> None:
+    """progress.png: `progress_figure` written to `path` (nothing before the first epoch ends)."""
+    fig = progress_figure(log)
+    if fig is None:
+        return
     fig.savefig(path)
     plt.close(fig)
 

@@ -6,7 +6,9 @@ from nnunetv2.training.logging.nnunet_logger import LocalLogger
 from nnssl_plugin.plots import plot_progress
 
 LOSS_TERMS = ("loss_global", "loss_local", "loss_voxel", "loss_restore")  # None in epochs of methods without them
-SSL_KEYS = (*LOSS_TERMS, "top1_train", "top1_val", "erank")  # erank: {representation name: effective rank}
+# held-out evaluation (nnssl_plugin.heldout): None in epochs without an evaluation; erank: {representation: rank}
+HELDOUT_KEYS = ("heldout_loss", "heldout_top1", "heldout_chance", "heldout_erank")
+SSL_KEYS = (*LOSS_TERMS, "top1_train", "top1_val", "erank", *HELDOUT_KEYS)  # erank: {representation name: rank}
 
 
 class SSLLocalLogger(LocalLogger):
@@ -17,5 +19,28 @@ class SSLLocalLogger(LocalLogger):
         for key in SSL_KEYS:
             self.my_fantastic_logging[key] = []
 
+    def load_checkpoint(self, checkpoint: dict) -> None:
+        """nnU-Net's restore, plus every SSL key a checkpoint of an older version lacks, None for its epochs."""
+        super().load_checkpoint(checkpoint)
+        epochs = len(self.my_fantastic_logging.get("train_losses", []))
+        for key in SSL_KEYS:
+            values = self.my_fantastic_logging.setdefault(key, [])
+            values.extend([None] * (epochs - len(values)))
+
     def plot_progress_png(self, output_folder: str) -> None:
         plot_progress(self.my_fantastic_logging, f"{output_folder}/progress.png")
+
+
+def log_heldout(logger, epoch: int, values: dict | None) -> None:
+    """Log epoch `epoch`'s held-out values (`HeldoutEvaluator.evaluate`'s dict; None: no evaluation this epoch) under
+    HELDOUT_KEYS. Call it every epoch; epochs before `epoch` that hold no entry (a resumed run that gets
+    --eval-target only now) are filled with None, so every list keeps one entry per epoch."""
+    for key in HELDOUT_KEYS:
+        logged = logger.get_value(key, step=None)
+        logged.extend([None] * (epoch - len(logged)))
+        value = None if values is None else values[key[len("heldout_"):]]
+        if isinstance(value, dict):
+            value = {name: float(v) for name, v in value.items()}  # plain floats: loadable with weights_only
+        elif value is not None:
+            value = float(value)
+        logger.log(key, value, epoch)

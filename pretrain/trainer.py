@@ -36,6 +36,7 @@ from nnssl_plugin.config import MethodConfig
 from nnssl_plugin.data.augment import global_view_transforms
 from nnssl_plugin.data.two_view import TwoViewDataLoader
 from nnssl_plugin.errors import NnsslError
+from nnssl_plugin.intensity import soft_tissue_windows, unit_ranges
 from nnssl_plugin.data.local_augment import hier_local_transforms, voxel2vec_view_transforms
 from nnssl_plugin.modules.hier_net import build_hier_network
 from nnssl_plugin.modules.moco_net import build_moco_network
@@ -45,7 +46,9 @@ from nnssl_plugin.plots import plot_spectrum
 from nnssl_plugin.run_record import check_resumed_recipe, read_run_record, run_recipe, write_run_record
 from nnssl_plugin.schedules import StepwiseLRScheduler
 from nnssl_plugin.pretrained import write_pretrained_weights
-from nnssl_plugin.ssl_logging import LOSS_TERMS, SSLLocalLogger
+from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
+from nnssl_plugin.io_utils import atomic_write_json
+from nnssl_plugin.ssl_logging import LOSS_TERMS, SSLLocalLogger, log_heldout
 
 TOO_EASY_TOP1 = 0.99  # a pretext top-1 this high early in training means the views are too similar
 
@@ -78,6 +81,7 @@ class nnsslPretrainer(nnUNetTrainer):
         record = read_run_record(self.output_folder)
         self.heldout_settings = record.get("heldout") if record is not None else None
         self.nonfinite_steps = 0  # optimiser steps skipped because a gradient was NaN/Inf (checkpointed)
+        self.heldout: HeldoutEvaluator | None = None
         self.logger.local_logger = SSLLocalLogger()
         self._pending_rng_state = None
         self._last_val_embeddings: dict[str, np.ndarray] = {}
@@ -100,7 +104,8 @@ class nnsslPretrainer(nnUNetTrainer):
         try:
             if self.method_config.family == "hier":
                 self.network = build_hier_network(unet, self.method_config, self.num_input_channels,
-                                                  config["architecture"]["arch_kwargs"]["strides"], patch)
+                                                  config["architecture"]["arch_kwargs"]["strides"], patch,
+                                                  unit_ranges(self.plans_manager.plans, config))
             else:
                 self.network = build_moco_network(unet, self.method_config, self.batch_size, patch,
                                                   cumulative_strides(config))
@@ -161,12 +166,16 @@ class nnsslPretrainer(nnUNetTrainer):
         patch = self.configuration_manager.patch_size
         is_2d = len(patch) == 2
         config = self.method_config
+        plans, planned = self.plans_manager.plans, self.configuration_manager.configuration
+        windows = soft_tissue_windows(plans, planned)
         if config.family == "hier":
-            options = ({"view_transforms": None, "local_transforms": hier_local_transforms(is_2d)}
-                       if config.augmentation == "local" else {"view_transforms": voxel2vec_view_transforms(is_2d)})
+            options = ({"view_transforms": None, "local_transforms": hier_local_transforms(is_2d, windows)}
+                       if config.augmentation == "local" else
+                       {"view_transforms": voxel2vec_view_transforms(is_2d, unit_ranges(plans, planned), windows)})
             options["num_voxels"] = config.num_voxels
+            options["mirror_axes"] = None if config.flips else ()  # Kats et al., vox2vec: translation-only views
         else:
-            options = {"view_transforms": global_view_transforms(is_2d)}
+            options = {"view_transforms": global_view_transforms(is_2d, windows)}
         return TwoViewDataLoader(dataset, self.batch_size, patch, self.label_manager, **options)
 
     def get_dataloaders(self):
@@ -187,9 +196,21 @@ class nnsslPretrainer(nnUNetTrainer):
         super().on_train_start()
         if self.local_rank == 0:  # the record of what ran (nnssl_pretrain wrote it already; nnUNetv2_train did not)
             write_run_record(self.output_folder, self.recipe, self.heldout_settings)
-        if self._pending_rng_state is not None:  # --c: continue the random streams where the checkpoint left them
+        resumed = self._pending_rng_state is not None
+        if resumed:  # --c: continue the random streams where the checkpoint left them
             set_rng_state(self._pending_rng_state)
             self._pending_rng_state = None
+        if self.heldout_settings is not None:  # every rank: the evaluation's forwards hold collectives under DDP
+            self.heldout = HeldoutEvaluator.create(self.heldout_settings["target"], self.plans_manager.plans,
+                                                   self.configuration_name, self.preprocessed_dataset_folder,
+                                                   self.two_view_loader, self.ssl_network, self.batch_size,
+                                                   HeldoutConfig(every=self.heldout_settings["every"]))
+            self.print_to_log_file(self.heldout.description)
+            if not resumed and self.current_epoch == 0:  # the initialisation's values: the untrained reference
+                values = self.heldout.evaluate(self.ssl_network, self.device)
+                self.print_to_log_file(f"held-out at initialisation: {self.heldout.summary(values)}")
+                if self.local_rank == 0:
+                    atomic_write_json(os.path.join(self.output_folder, "heldout_init.json"), values)
 
     # ----- steps --------------------------------------------------------------------------------------------------
     def _forward(self, batch: dict) -> dict:
@@ -261,7 +282,8 @@ class nnsslPretrainer(nnUNetTrainer):
 
     def on_validation_epoch_end(self, val_outputs: list[dict]):
         self.logger.log("val_losses", float(np.mean([o["loss"] for o in val_outputs])), self.current_epoch)
-        self.logger.log("top1_val", float(np.mean([o["top1"] for o in val_outputs])), self.current_epoch)
+        top1 = [o["top1"] for o in val_outputs if o["top1"] is not None]  # None: MoCo's queue still filling
+        self.logger.log("top1_val", float(np.mean(top1)) if top1 else None, self.current_epoch)
         names = val_outputs[0]["embeddings"].keys()
         self._last_val_embeddings = {name: np.concatenate([o["embeddings"][name] for o in val_outputs])
                                      for name in names}
@@ -275,13 +297,19 @@ class nnsslPretrainer(nnUNetTrainer):
         self.print_to_log_file(f"train_loss {get('train_losses'):.4f} (weighted terms: {terms}), val_loss on training "
                                f"cases {get('val_losses'):.4f}")
         ranks = ", ".join(f"{name} {value:.2f}" for name, value in get("erank").items())
-        self.print_to_log_file(f"pretext top-1 train {get('top1_train'):.3f} val {get('top1_val'):.3f}; effective "
-                               f"rank: {ranks}")
-        if get("top1_train") >= TOO_EASY_TOP1 and self.current_epoch + 1 < max(2, 0.2 * self.num_epochs):
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        self.print_to_log_file(f"pretext top-1 train {fmt(get('top1_train'))} val on training cases "
+                               f"{fmt(get('top1_val'))}; effective rank: {ranks}")
+        if get("top1_train") is not None and get("top1_train") >= TOO_EASY_TOP1 and self.current_epoch + 1 < max(2, 0.2 * self.num_epochs):
             self.print_to_log_file(f"WARNING: pretext top-1 {get('top1_train'):.3f} this early means the task is too "
                                    f"easy (views too similar or queue too small); the representation may not improve")
         duration = get("epoch_end_timestamps") - get("epoch_start_timestamps")
         self.print_to_log_file(f"Epoch time: {duration:.2f} s")
+        values = None
+        if self.heldout is not None and self.heldout.due(self.current_epoch, self.num_epochs):
+            values = self.heldout.evaluate(self.ssl_network, self.device)  # every rank (collectives under DDP)
+            self.print_to_log_file(f"held-out: {self.heldout.summary(values)}")
+        log_heldout(self.logger, self.current_epoch, values)
         if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
             self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
         if self.local_rank == 0:

@@ -276,22 +276,29 @@ def _(ctx):
 
 
 def _tiny_plans(ctx) -> None:
-    """Plans 'nnsslCatalogueTiny' for 990: 3d_cpu with batch 1 and one bottleneck position, and with a 2-voxel
-    axis (both on 3d_cpu's data)."""
+    """Plans 'nnsslCatalogueTiny' for 990: 3d_cpu with a 2-voxel axis (on 3d_cpu's data)."""
     path = ctx.preprocessed / UNL / "nnsslCatalogueTiny.json"
     if path.exists():
         return
     plans = json.loads((ctx.preprocessed / UNL / "nnsslPretrainPlans.json").read_text())
     plans["plans_name"] = "nnsslCatalogueTiny"
-    plans["configurations"]["3d_cpu_b1"] = {"inherits_from": "3d_cpu", "batch_size": 1, "patch_size": [8, 16, 16]}
     plans["configurations"]["3d_cpu_thin"] = {"inherits_from": "3d_cpu", "patch_size": [2, 48, 48]}
     path.write_text(json.dumps(plans, indent=2))
 
 
-@case("too-small-for-whitening")
+@case("moco-one-case")
 def _(ctx):
-    _tiny_plans(ctx)
+    if not (ctx.preprocessed / "Dataset993_OneCase").is_dir():
+        ctx.images_only("Dataset993_OneCase", cases=("phantom_000",))
+        assert prepare_cli.main(["-d", "993", "-t", "991", "-c", "3d_cpu", "-np", "1"]) == 0
     yield {}
+
+
+@case("invalid-recipe")
+def _(ctx):
+    calls = ctx.stub_training()
+    yield {}
+    assert not calls
 
 
 @case("too-small-for-local-grid")

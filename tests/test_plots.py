@@ -1,9 +1,10 @@
-"""Spectrum plot styling: one colour per method and representation, one line style per seed."""
+"""Plots: spectrum styling (one colour per method and representation, one line style per seed) and progress.png
+(held-out values at the evaluated epochs only, pretraining's own val labelled as training cases)."""
 from __future__ import annotations
 
 import numpy as np
 
-from nnssl_plugin.plots import curve_group, curve_styles, plot_spectrum
+from nnssl_plugin.plots import curve_group, curve_styles, defined, plot_progress, plot_spectrum, progress_figure
 
 NAMES = ["random init", "run_moco_seed0 (moco, raw)", "run_moco_seed1 (moco, raw)",
          "run_zca_seed0 (moco_zca, raw)", "run_zca_seed0 (moco_zca, whitened)", "run_zca_seed1 (moco_zca, raw)"]
@@ -25,3 +26,55 @@ def test_plot_is_written(tmp_path):
     spectra = {n: np.linspace(1, 0.01, 8) for n in NAMES}
     plot_spectrum(spectra, {n: 3.0 for n in NAMES}, tmp_path / "s.png", title="t")
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def _log(epochs: int, heldout_every: int | None) -> dict:
+    """A pretraining log of `epochs` epochs; held-out values every `heldout_every` epochs (None: no hook)."""
+    log = {"train_losses": [2.0 - 0.1 * e for e in range(epochs)], "val_losses": [2.1 - 0.1 * e for e in range(epochs)],
+           "loss_global": [1.0] * epochs, "loss_local": [None] * epochs, "loss_voxel": [None] * epochs,
+           "loss_restore": [None] * epochs, "top1_train": [0.5] * epochs, "top1_val": [0.4] * epochs,
+           "erank": [{"raw bottleneck": 3.0}] * epochs, "lrs": [0.01] * epochs,
+           "epoch_start_timestamps": [10.0 * e for e in range(epochs)],
+           "epoch_end_timestamps": [10.0 * e + 9 for e in range(epochs)]}
+    if heldout_every is not None:
+        due = [(e + 1) % heldout_every == 0 for e in range(epochs)]
+        log["heldout_loss"] = [3.0 if d else None for d in due]
+        log["heldout_top1"] = [0.25 if d else None for d in due]
+        log["heldout_chance"] = [1 / 64 if d else None for d in due]
+        log["heldout_erank"] = [{"raw bottleneck": 5.0, "whitened bottleneck": 6.0} if d else None for d in due]
+    return log
+
+
+def _lines(fig) -> dict[str, tuple[list, list]]:
+    """Every labelled curve of a figure: label -> (x, y)."""
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+            for ax in fig.axes for line in ax.get_lines() if not line.get_label().startswith("_")}
+
+
+def test_defined_drops_the_epochs_without_a_value():
+    at, values = defined([None, 1.0, None, 2.0, 3.0], 4)
+    assert list(at) == [1, 3] and values == [1.0, 2.0]
+
+
+def test_progress_shows_heldout_values_only_at_the_evaluated_epochs():
+    fig = progress_figure(_log(7, heldout_every=3))
+    lines = _lines(fig)
+    assert len(fig.axes) == 7  # 4 panels; all but the loss panel have a twin axis
+    assert lines["held-out top-1"] == ([2, 5], [0.25, 0.25])
+    assert lines["held-out top-1 by chance"] == ([2, 5], [1 / 64, 1 / 64])
+    assert lines["held-out loss"] == ([2, 5], [3.0, 3.0])
+    assert lines["held-out effective rank (whitened bottleneck)"] == ([2, 5], [6.0, 6.0])
+
+
+def test_progress_labels_pretrainings_own_val_as_training_cases():
+    lines = _lines(progress_figure(_log(3, heldout_every=None)))
+    assert "val (training cases)" in lines and "top-1 val (training cases)" in lines
+    assert not any(label.startswith("held-out") for label in lines)
+
+
+def test_progress_without_heldout_keys_or_with_none_only_keeps_three_panels(tmp_path):
+    for log in (_log(4, heldout_every=None), _log(4, heldout_every=9)):  # an older log; a hook not yet due
+        fig = progress_figure(log)
+        assert len(fig.axes) == 5  # 3 panels, 2 with a twin axis
+    plot_progress(_log(4, heldout_every=2), tmp_path / "progress.png")
+    assert (tmp_path / "progress.png").stat().st_size > 1000
