@@ -1,7 +1,7 @@
 """Method configurations: one frozen object per method; every default carries its reason. A variant is a config."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -69,3 +69,37 @@ def method_from_trainer_name(name: str) -> str | None:
         if name == prefix or name.startswith(prefix + "_"):
             return method
     return None
+
+
+FIXED_FIELDS = ("method", "family")  # what makes the method itself; never an option
+
+
+def parse_option(config: MethodConfig, key: str, text: str):
+    """`text` as a value of `config`'s field `key`, by the field's annotation (int, float, bool, str, `| None`)."""
+    kinds = {f.name: str(f.type) for f in fields(config)}
+    if key not in kinds or key in FIXED_FIELDS:
+        options = sorted(k for k in kinds if k not in FIXED_FIELDS)
+        raise ValueError(f"'{key}' is not an option of {config.method}; options: {', '.join(options)}")
+    kind = kinds[key]
+    if text.lower() == "none" and "None" in kind:
+        return None
+    try:
+        if kind.startswith("bool"):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        if kind.startswith("int"):
+            return int(text)
+        if kind.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{key}={text}: expected {kind}") from None
+    return text
+
+
+def with_options(config: MethodConfig, options: dict) -> MethodConfig:
+    """`config` with fields replaced by `options` ({field: value}, values already typed; see parse_option)."""
+    unknown = sorted(set(options) - {f.name for f in fields(config)} | (set(options) & set(FIXED_FIELDS)))
+    if unknown:
+        raise ValueError(f"{unknown} are not options of {config.method}")
+    return replace(config, **options)

@@ -56,7 +56,9 @@ def write_pretrained_weights(trainer, path: str | Path) -> Path:
         "num_input_channels": int(trainer.num_input_channels),
         "training": {"epochs": int(trainer.current_epoch), "iterations_per_epoch": trainer.num_iterations_per_epoch,
                      "batch_size": int(trainer.batch_size), "seed": trainer.seed,
-                     "trainer": trainer.__class__.__name__},
+                     "trainer": trainer.__class__.__name__, "recipe": trainer.recipe.to_dict(),
+                     "method_options": dict(trainer.method_options),
+                     "nonfinite_steps_skipped": int(trainer.nonfinite_steps)},
         "versions": package_versions(),
     }
     path = Path(path)

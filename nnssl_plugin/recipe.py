@@ -8,8 +8,8 @@ constant 3e-4 with gradient clip 1.0 for the dense methods (Kats et al. 2024, ar
 were compared on the phantom (docs/RESULTS.md, "Recipes"); `nnunet` keeps the old recipe as a preset.
 
 A run's recipe is written to `nnssl_run.json` in its fold folder and into its checkpoints and weights files. A
-non-default recipe adds `_r<8 hex digits>` (a hash of the recipe) to the trainer name, so two recipes never share
-an output folder.
+non-default recipe, or method options (`nnssl_pretrain --option KEY=VALUE`: fields of the method's config), add
+`_r<8 hex digits>` (a hash of both) to the trainer name, so two variants never share an output folder.
 """
 from __future__ import annotations
 
@@ -84,14 +84,16 @@ def default_recipe(family: str) -> Recipe:
     return DEFAULTS[family]
 
 
-def recipe_hash(recipe: Recipe) -> str:
-    """8 hex digits identifying the recipe's values (sha256 of its sorted JSON)."""
-    return hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+def run_hash(recipe: Recipe, options: dict | None = None) -> str:
+    """8 hex digits identifying a recipe and method options (sha256 of their sorted JSON)."""
+    payload = {"recipe": recipe.to_dict(), "method_options": dict(options or {})}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def recipe_tag(recipe: Recipe, family: str) -> str | None:
-    """None for the family's default recipe, else the hash that enters the trainer name as `_r<hash>`."""
-    return None if recipe == default_recipe(family) else recipe_hash(recipe)
+def run_tag(recipe: Recipe, family: str, options: dict | None = None) -> str | None:
+    """None for the family's default recipe without method options, else the hash that enters the trainer name as
+    `_r<hash>`."""
+    return None if recipe == default_recipe(family) and not options else run_hash(recipe, options)
 
 
 def build_recipe(family: str, preset: str | None = None, **overrides) -> Recipe:

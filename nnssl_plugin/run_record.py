@@ -1,6 +1,8 @@
-"""`nnssl_run.json` in a pretraining run's fold folder: the run's recipe and its held-out evaluation settings.
+"""`nnssl_run.json` in a pretraining run's fold folder: the run's recipe, method options and held-out evaluation
+settings.
 
-The trainer name carries only a hash of a non-default recipe (`_r<hash>`); this file carries its values, so that
+The trainer name carries only a hash of a non-default recipe and the method options (`_r<hash>`); this file carries
+their values, so that
 nnU-Net's own entry (which passes nothing but the name) rebuilds the same run, also under DDP and on `--c`.
 `nnssl_pretrain` writes it before training; the trainer writes it again at the start as the record of what ran.
 """
@@ -10,14 +12,15 @@ from pathlib import Path
 
 from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.io_utils import atomic_write_json, load_json
-from nnssl_plugin.recipe import Recipe, default_recipe, recipe_hash
+from nnssl_plugin.recipe import Recipe, default_recipe, run_hash
 
 FILE = "nnssl_run.json"
 
 
-def write_run_record(folder: str | Path, recipe: Recipe, heldout: dict | None) -> Path:
+def write_run_record(folder: str | Path, recipe: Recipe, heldout: dict | None, options: dict | None = None) -> Path:
     path = Path(folder) / FILE
-    atomic_write_json(path, {"recipe": recipe.to_dict(), "recipe_hash": recipe_hash(recipe), "heldout": heldout})
+    atomic_write_json(path, {"recipe": recipe.to_dict(), "method_options": dict(options or {}),
+                             "hash": run_hash(recipe, options), "heldout": heldout})
     return path
 
 
@@ -26,27 +29,30 @@ def read_run_record(folder: str | Path) -> dict | None:
     return load_json(path) if path.is_file() else None
 
 
-def run_recipe(folder: str | Path, family: str, tag: str | None) -> Recipe:
-    """The recipe a trainer name implies: the family's default without a tag, else the one recorded in the fold
-    folder, whose hash must equal the tag."""
+def run_settings(folder: str | Path, family: str, tag: str | None) -> tuple[Recipe, dict]:
+    """(recipe, method options) a trainer name implies: the family's default recipe and no options without a tag,
+    else those recorded in the fold folder, whose hash must equal the tag."""
     if tag is None:
-        return default_recipe(family)
+        return default_recipe(family), {}
     record = read_run_record(folder)
     if record is None:
         raise NnsslError(f"the trainer name carries recipe tag r{tag} but {Path(folder) / FILE} is missing; start "
                          f"the run with nnssl_pretrain (it writes the recipe there)")
-    recipe = Recipe.from_dict(record["recipe"])
-    if recipe_hash(recipe) != tag:
-        raise NnsslError(f"{Path(folder) / FILE} holds recipe r{recipe_hash(recipe)}, not the r{tag} of the trainer "
-                         f"name; start the run again with nnssl_pretrain and the recipe flags you want")
-    return recipe
+    recipe, options = Recipe.from_dict(record["recipe"]), record.get("method_options", {})
+    if run_hash(recipe, options) != tag:
+        raise NnsslError(f"{Path(folder) / FILE} holds recipe r{run_hash(recipe, options)}, not the r{tag} of the "
+                         f"trainer name; start the run again with nnssl_pretrain and the recipe flags you want")
+    return recipe, options
 
 
-def check_resumed_recipe(recorded: dict | None, recipe: Recipe, checkpoint: str) -> None:
-    """`--c` refuses a checkpoint trained with another recipe, or one from before recipes were recorded."""
+def check_resumed_recipe(recorded: dict | None, recipe: Recipe, checkpoint: str, recorded_options: dict | None = None,
+                         options: dict | None = None) -> None:
+    """`--c` refuses a checkpoint trained with another recipe or other method options, or one from before recipes
+    were recorded."""
     if recorded is None:
         raise NnsslError(f"{checkpoint} comes from before per-method recipes (it records none) and cannot be "
                          f"continued with today's recipe; start a fresh run (without --c), or export it as it is")
-    if Recipe.from_dict(recorded) != recipe:
-        raise NnsslError(f"{checkpoint} was trained with recipe {recorded}, this run's is {recipe.to_dict()}; pass "
-                         f"the same recipe flags as the original run, or start a fresh run without --c")
+    if Recipe.from_dict(recorded) != recipe or dict(recorded_options or {}) != dict(options or {}):
+        raise NnsslError(f"{checkpoint} was trained with recipe {recorded} and method options {recorded_options or {}}, "
+                         f"this run's are {recipe.to_dict()} and {options or {}}; pass the same flags as the original "
+                         f"run, or start a fresh run without --c")

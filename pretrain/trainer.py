@@ -32,7 +32,7 @@ from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnssl_plugin.checkpoints import load_checkpoint_file, rng_state, save_checkpoint_file, set_rng_state
-from nnssl_plugin.config import MethodConfig
+from nnssl_plugin.config import MethodConfig, with_options
 from nnssl_plugin.data.augment import global_view_transforms
 from nnssl_plugin.data.two_view import TwoViewDataLoader
 from nnssl_plugin.errors import NnsslError
@@ -43,7 +43,7 @@ from nnssl_plugin.modules.moco_net import build_moco_network
 from nnssl_plugin.ops.rank import effective_rank, singular_spectrum
 from nnssl_plugin.plans import cumulative_strides
 from nnssl_plugin.plots import plot_spectrum
-from nnssl_plugin.run_record import check_resumed_recipe, read_run_record, run_recipe, write_run_record
+from nnssl_plugin.run_record import check_resumed_recipe, read_run_record, run_settings, write_run_record
 from nnssl_plugin.schedules import StepwiseLRScheduler
 from nnssl_plugin.pretrained import write_pretrained_weights
 from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
@@ -76,7 +76,8 @@ class nnsslPretrainer(nnUNetTrainer):
             self.num_iterations_per_epoch = self.iterations
             self.num_val_iterations_per_epoch = max(16, self.iterations // 5)  # enough crops for the rank monitor
         self.save_every = min(50, max(1, self.num_epochs // 10))  # nnU-Net's 50 for long runs; short runs too
-        self.recipe = run_recipe(self.output_folder, self.method_config.family, self.recipe_tag)
+        self.recipe, self.method_options = run_settings(self.output_folder, self.method_config.family, self.recipe_tag)
+        self.method_config = with_options(type(self).method_config, self.method_options)  # this run's variant
         self.initial_lr, self.weight_decay = self.recipe.lr, self.recipe.weight_decay
         record = read_run_record(self.output_folder)
         self.heldout_settings = record.get("heldout") if record is not None else None
@@ -195,7 +196,7 @@ class nnsslPretrainer(nnUNetTrainer):
     def on_train_start(self):
         super().on_train_start()
         if self.local_rank == 0:  # the record of what ran (nnssl_pretrain wrote it already; nnUNetv2_train did not)
-            write_run_record(self.output_folder, self.recipe, self.heldout_settings)
+            write_run_record(self.output_folder, self.recipe, self.heldout_settings, self.method_options)
         resumed = self._pending_rng_state is not None
         if resumed:  # --c: continue the random streams where the checkpoint left them
             set_rng_state(self._pending_rng_state)
@@ -276,9 +277,14 @@ class nnsslPretrainer(nnUNetTrainer):
 
     # ----- epoch bookkeeping ----------------------------------------------------------------------------------------
     def on_train_epoch_end(self, train_outputs: list[dict]):
-        for key, log_key in (("loss", "train_losses"), *((k, k) for k in LOSS_TERMS), ("top1", "top1_train")):
+        for key, log_key in (("loss", "train_losses"), ("top1", "top1_train")):
             values = [o[key] for o in train_outputs if o[key] is not None]
             self.logger.log(log_key, float(np.mean(values)) if values else None, self.current_epoch)
+        for key in LOSS_TERMS:  # a term skipped in a step (MoCo's queue filling) counts 0: the means add up
+            values = [o[key] for o in train_outputs]
+            mean = float(np.mean([0.0 if v is None else v for v in values])) if any(v is not None for v in values) \
+                else None
+            self.logger.log(key, mean, self.current_epoch)
 
     def on_validation_epoch_end(self, val_outputs: list[dict]):
         self.logger.log("val_losses", float(np.mean([o["loss"] for o in val_outputs])), self.current_epoch)
@@ -360,6 +366,7 @@ class nnsslPretrainer(nnUNetTrainer):
             "inference_allowed_mirroring_axes": None,
             "rng_state": rng_state(),
             "nnssl_recipe": self.recipe.to_dict(),
+            "nnssl_method_options": self.method_options,
             "nnssl_nonfinite_steps": self.nonfinite_steps,
         }
         save_checkpoint_file(checkpoint, filename)
@@ -370,7 +377,8 @@ class nnsslPretrainer(nnUNetTrainer):
         checkpoint = (load_checkpoint_file(filename_or_checkpoint, self.device, self.print_to_log_file)
                       if isinstance(filename_or_checkpoint, str) else filename_or_checkpoint)
         check_resumed_recipe(checkpoint.get("nnssl_recipe"), self.recipe,
-                             filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "the checkpoint")
+                             filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "the checkpoint",
+                             checkpoint.get("nnssl_method_options"), self.method_options)
         self.nonfinite_steps = int(checkpoint.get("nnssl_nonfinite_steps", 0))
         self.ssl_network.load_state_dict(checkpoint["network_weights"])
         self.current_epoch = checkpoint["current_epoch"]

@@ -7,19 +7,21 @@ import pytest
 import torch
 
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.recipe import NNUNET, Recipe, build_recipe, default_recipe, recipe_hash, recipe_tag
-from nnssl_plugin.run_record import check_resumed_recipe, run_recipe, write_run_record
+from nnssl_plugin.recipe import NNUNET, Recipe, build_recipe, default_recipe, run_hash, run_tag
+from nnssl_plugin.run_record import check_resumed_recipe, run_settings, write_run_record
 from nnssl_plugin.schedules import StepwiseLRScheduler, recipe_lr
 
 
 def test_default_recipe_has_no_tag_and_any_change_has_one():
-    assert recipe_tag(default_recipe("moco"), "moco") is None
-    assert recipe_tag(default_recipe("hier"), "hier") is None
+    assert run_tag(default_recipe("moco"), "moco") is None
+    assert run_tag(default_recipe("hier"), "hier", {}) is None
     changed = build_recipe("hier", lr=1e-3)
-    tag = recipe_tag(changed, "hier")
+    tag = run_tag(changed, "hier")
     assert tag is not None and len(tag) == 8 and int(tag, 16) >= 0
-    assert tag != recipe_tag(build_recipe("hier", lr=2e-3), "hier")
-    assert recipe_tag(build_recipe("hier", lr=default_recipe("hier").lr), "hier") is None  # same values: same run
+    assert tag != run_tag(build_recipe("hier", lr=2e-3), "hier")
+    assert run_tag(build_recipe("hier", lr=default_recipe("hier").lr), "hier") is None  # same values: same run
+    with_option = run_tag(default_recipe("hier"), "hier", {"restoration_weight": 1.0})
+    assert with_option is not None and with_option != run_tag(default_recipe("hier"), "hier", {"temperature": 0.2})
 
 
 def test_nnunet_preset_is_nnunets_supervised_sgd():
@@ -71,16 +73,33 @@ def test_stepwise_scheduler_resumes_at_the_epoch_nnunet_passes():
 
 
 def test_run_record_tagged_recipe_and_resume_checks(tmp_path):
-    assert run_recipe(tmp_path, "hier", None) == default_recipe("hier")
-    recipe = build_recipe("hier", lr=1e-3)
+    assert run_settings(tmp_path, "hier", None) == (default_recipe("hier"), {})
+    recipe, options = build_recipe("hier", lr=1e-3), {"restoration_weight": 1.0}
     with pytest.raises(NnsslError, match="nnssl_run.json is missing"):
-        run_recipe(tmp_path, "hier", recipe_hash(recipe))
-    write_run_record(tmp_path, recipe, None)
-    assert run_recipe(tmp_path, "hier", recipe_hash(recipe)) == recipe
+        run_settings(tmp_path, "hier", run_hash(recipe, options))
+    write_run_record(tmp_path, recipe, None, options)
+    assert run_settings(tmp_path, "hier", run_hash(recipe, options)) == (recipe, options)
     with pytest.raises(NnsslError, match="not the r"):
-        run_recipe(tmp_path, "hier", "0" * 8)
+        run_settings(tmp_path, "hier", "0" * 8)
+    with pytest.raises(NnsslError, match="method options"):
+        check_resumed_recipe(recipe.to_dict(), recipe, "ckpt", {}, options)
     check_resumed_recipe(recipe.to_dict(), recipe, "ckpt")
     with pytest.raises(NnsslError, match="from before per-method recipes"):
         check_resumed_recipe(None, recipe, "ckpt")
     with pytest.raises(NnsslError, match="was trained with recipe"):
         check_resumed_recipe(default_recipe("hier").to_dict(), recipe, "ckpt")
+
+
+def test_method_options_are_typed_by_the_config_field_and_unknown_ones_refused():
+    from nnssl_plugin.config import method_config, parse_option, with_options
+
+    hier, zca = method_config("hier"), method_config("moco_zca")
+    assert parse_option(hier, "restoration_weight", "1") == 1.0 and isinstance(parse_option(hier, "num_voxels", "8"), int)
+    assert parse_option(hier, "flips", "true") is True and parse_option(zca, "zca_mode", "running") == "running"
+    assert parse_option(zca, "queue_size", "none") is None
+    assert with_options(hier, {"restoration_weight": 1.0}).restoration_weight == 1.0
+    for key, text in (("method", "moco"), ("family", "moco"), ("no_such_field", "1"), ("num_voxels", "many")):
+        with pytest.raises(ValueError):
+            parse_option(hier, key, text)
+    with pytest.raises(ValueError, match="not options"):
+        with_options(hier, {"family": "moco"})

@@ -50,11 +50,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--schedule", choices=SCHEDULES, default=None, help="after the warm-up: cosine, poly or constant")
     r.add_argument("--clip", type=float, default=None, help="gradient-norm clip (0: none)")
     r.add_argument("--batch-size", type=int, default=None, help="batch size instead of the plans' (all GPUs together)")
+    r.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a field of the method's config (nnssl_plugin/config.py), e.g. restoration_weight=1 or "
+                        "zca_mode=running; repeatable; adds _r<hash> to the name")
     e = p.add_argument_group("held-out evaluation")
     e.add_argument("--eval-target", default=None, help="labelled dataset (id or name) whose preprocessed cases give "
                                                        "held-out crop pairs; off by default")
     e.add_argument("--eval-every", type=int, default=5, help="evaluate every K epochs and at the end (default 5)")
     return p
+
+
+def options_from_args(args: argparse.Namespace) -> dict:
+    """--option KEY=VALUE pairs as typed values of the method's config fields (checked against it)."""
+    from nnssl_plugin.config import method_config, parse_option, with_options
+
+    config, options = method_config(args.m), {}
+    for item in args.option:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise NnsslError(f"--option {item}: expected KEY=VALUE, e.g. --option restoration_weight=1")
+        try:
+            options[key] = parse_option(config, key, text)
+        except ValueError as e:
+            raise NnsslError(f"--option: {e}") from None
+    try:
+        with_options(config, options)
+    except (ValueError, TypeError) as e:
+        raise NnsslError(f"--option: {e}") from None
+    return options
 
 
 def recipe_from_args(args: argparse.Namespace, family: str):
@@ -81,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nnssl_plugin.config import method_config
     from nnssl_plugin.ext_trainers import with_ext_trainer_folder
-    from nnssl_plugin.recipe import recipe_tag
+    from nnssl_plugin.recipe import run_tag
     from nnssl_plugin.run_record import write_run_record
     from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, writable_folder
     from nnssl_plugin.plans import load_plans, resolve_configuration
@@ -110,11 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         target = find_dataset_name(args.eval_target, in_raw=False, in_preprocessed=True,
                                    unprepared_hint="nnUNetv2_plan_and_preprocess -d {id}")
         heldout = {"target": target, "every": args.eval_every}
-    trainer = trainer_name(args.m, args.epochs, args.iters, args.seed, recipe_tag(recipe, family))
+    options = options_from_args(args)
+    trainer = trainer_name(args.m, args.epochs, args.iters, args.seed, run_tag(recipe, family, options))
     results = writable_folder("nnUNet_results")  # unset or not writable: one line here, before any training
     os.environ["nnUNet_extTrainer"] = with_ext_trainer_folder(os.environ.get("nnUNet_extTrainer"))
     output = results / name / f"{trainer}__{args.p}__{args.configuration}" / "fold_all"
-    write_run_record(output, recipe, heldout)
+    write_run_record(output, recipe, heldout, options)
     checkpoints = ("checkpoint_latest.pth", "checkpoint_final.pth")
     if args.continue_training and not any((output / f).is_file() for f in checkpoints):
         print(f"{PROG}: --c found no checkpoint in {output}; starting a fresh run")
