@@ -60,3 +60,54 @@ def test_non_finite_loss_stops_with_the_epoch_and_leaves_checkpoints_alone(in_wo
     after = trainer.ssl_network.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "no update from a non-finite loss"
     trainer.on_train_end()
+
+
+def _started(trainer):
+    trainer.on_train_start()
+    trainer.on_epoch_start()
+    trainer.on_train_epoch_start()
+    return trainer
+
+
+def test_a_step_with_non_finite_gradients_is_skipped_counted_and_checkpointed(in_world, tmp_path, monkeypatch):
+    trainer = _started(_trainer(in_world, "nnsslPretrainer_moco_zca_1epochs_2iters", tmp_path, monkeypatch))
+    net = trainer.ssl_network
+    first = next(net.encoder.parameters())
+    first.register_hook(lambda grad: grad * float("nan"))  # as a NaN from eigh's backward would arrive
+    before = {k: v.clone() for k, v in net.encoder.state_dict().items()}
+    trainer.train_step(next(trainer.dataloader_train))  # moco_zca: the local term steps from the first batch
+    assert trainer.nonfinite_steps == 1
+    assert all(torch.equal(before[k], v) for k, v in net.encoder.state_dict().items()), "no NaN reached a weight"
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    trainer.save_checkpoint(str(tmp_path / "c.pth"))
+    assert torch.load(tmp_path / "c.pth", weights_only=True)["nnssl_nonfinite_steps"] == 1
+    trainer.on_train_end()
+
+
+@pytest.mark.parametrize("edit,message", [(lambda c: c.pop("nnssl_recipe"), "from before per-method recipes"),
+                                          (lambda c: c["nnssl_recipe"].update(lr=0.5), "was trained with recipe")])
+def test_continue_refuses_an_old_checkpoint_or_one_of_another_recipe(in_world, tmp_path, monkeypatch, edit, message):
+    trainer = _trainer(in_world, "nnsslPretrainer_hier_1epochs_2iters", tmp_path, monkeypatch)
+    trainer.initialize()
+    trainer.save_checkpoint(str(tmp_path / "c.pth"))
+    checkpoint = torch.load(tmp_path / "c.pth", weights_only=True)
+    edit(checkpoint)
+    torch.save(checkpoint, tmp_path / "c.pth")
+    resumed = _trainer(in_world, "nnsslPretrainer_hier_1epochs_2iters", tmp_path, monkeypatch)
+    with pytest.raises(NnsslError, match=message):
+        resumed.load_checkpoint(str(tmp_path / "c.pth"))
+
+
+def test_a_tagged_run_trains_with_its_recorded_recipe_and_options(in_world, tmp_path, monkeypatch):
+    from nnssl_plugin.recipe import build_recipe, run_tag
+    from nnssl_plugin.run_record import write_run_record
+
+    recipe, options = build_recipe("hier", "nnunet", batch_size=3), {"restoration_weight": 2.0}
+    name = f"nnsslPretrainer_hier_1epochs_2iters_r{run_tag(recipe, 'hier', options)}"
+    fold = tmp_path / UNL / f"{name}__nnsslPretrainPlans__3d_cpu" / "fold_all"
+    write_run_record(fold, recipe, None, options)
+    trainer = _trainer(in_world, name, tmp_path, monkeypatch)
+    trainer.initialize()
+    assert isinstance(trainer.optimizer, torch.optim.SGD) and trainer.optimizer.param_groups[0]["momentum"] == 0.99
+    assert trainer.batch_size == 3 and trainer.ssl_network.config.restoration_weight == 2.0
+    assert type(trainer).method_config.restoration_weight == 10.0, "the class's config is not changed"
