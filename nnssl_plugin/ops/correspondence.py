@@ -67,4 +67,9 @@ def gather_at_voxels(feature: torch.Tensor, batch_index: torch.Tensor, voxels: t
     """
     level_shape = torch.tensor(feature.shape[2:], device=voxels.device)
     cells = torch.minimum(voxels // torch.tensor(stride, device=voxels.device), level_shape - 1)  # (v, D)
-    return feature[(batch_index, slice(None), *cells.unbind(1))]  # (v, c); backward scatters into a contiguous grad
+    flat = batch_index  # (v,) row of each voxel's cell in the (n · Π s, c) matrix of the level's channel vectors
+    for axis, size in enumerate(feature.shape[2:]):
+        flat = flat * size + cells[:, axis]
+    # index_select's backward (index_add_) is deterministic on the CPU; advanced indexing's backward adds with
+    # atomics when several threads run, so two identical runs differed in the last bits of the weights
+    return feature.movedim(1, -1).reshape(-1, feature.shape[1]).index_select(0, flat)  # (v, c)

@@ -5,8 +5,9 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 
-from nnssl_plugin.ops.correspondence import corresponding_voxels, to_level
+from nnssl_plugin.ops.correspondence import corresponding_voxels, gather_at_voxels, to_level
 
 
 def _coordinate_case(shape):
@@ -88,3 +89,25 @@ def test_gather_at_voxels_reads_the_cell_that_to_level_names():
     cells = to_level(voxels, (4, 4, 4), (3, 5, 4))
     expected = np.stack([feature[b, :, z, y, x] for b, (z, y, x) in zip(batch, cells)])
     np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_gather_backward_is_bit_identical_run_after_run_on_several_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        feature = torch.randn(2, 16, 8, 12, 12, generator=g, requires_grad=True)
+        voxels = torch.randint(0, 24, (4096, 3), generator=g)  # many voxels share a cell: gradients add up
+        batch = torch.randint(0, 2, (4096,), generator=g)
+        weights = torch.randn(4096, 16, generator=g)
+        grads = []
+        for _ in range(20):
+            feature.grad = None
+            (gather_at_voxels(feature, batch, voxels, (3, 2, 2)) * weights).sum().backward()
+            grads.append(feature.grad.clone())
+        assert all(torch.equal(grads[0], g) for g in grads[1:])
+        expected = feature[(batch, slice(None), *(voxels // torch.tensor([3, 2, 2])).minimum(
+            torch.tensor([7, 11, 11])).unbind(1))]
+        assert torch.equal(gather_at_voxels(feature, batch, voxels, (3, 2, 2)), expected)
+    finally:
+        torch.set_num_threads(threads)
