@@ -97,6 +97,21 @@ def recipe_from_args(args: argparse.Namespace, family: str):
     return recipe
 
 
+def cpu_threads() -> int:
+    """Torch's intra-op threads for -device cpu. A reduction split over threads sums in another order with another
+    count, so the weights' bits depend on it: OMP_NUM_THREADS if set (the user's choice, which torch.set_num_threads
+    would otherwise override), else the CPUs this process may run on (taskset/cpuset), not all of the machine's."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise NnsslError(f"OMP_NUM_THREADS must be a positive integer, found '{value}'; set e.g. "
+                             f"OMP_NUM_THREADS=2 or unset it")
+        return int(value)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)  # macOS/Windows: no affinity query
+
+
 @cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -146,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     from nnunetv2.run.run_training import run_training
 
     if args.device == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        threads = cpu_threads()
+        torch.set_num_threads(threads)
+        print(f"{PROG}: {threads} torch CPU threads (bit-identical results need the same count; OMP_NUM_THREADS "
+              f"sets it)")
     run_training(name, args.configuration, "all", trainer, args.p, num_gpus=args.num_gpus,
                  continue_training=args.continue_training,
                  device=torch.device(args.device))

@@ -1,13 +1,17 @@
-"""Kill -9 a pretraining run and a fine-tuning run after a checkpoint, resume with --c: nothing is lost but the
-iterations since that checkpoint, and pretraining (deterministic CPU path, nnUNet_n_proc_DA=0) ends with exactly the
-weights of an uninterrupted run with the same seed."""
+"""Kill -9 a pretraining run and a fine-tuning run at an exact point, resume with --c: nothing is lost but the
+iterations since the last checkpoint, and pretraining (CPU, nnUNet_n_proc_DA=0, same machine and thread count) ends
+with exactly the weights of an uninterrupted run with the same seed.
+
+The run kills itself (SIGKILL to its own pid) at a chosen point instead of a poller killing it whenever it happens to
+see a log line: a polled kill lands wherever a loaded machine let the run get to (mid-epoch, mid-checkpoint-write or
+after a later checkpoint), so the test was a different test on every run. The kill points are test-only patches in a
+`python -c` launcher; the production CLIs and nnU-Net's real `run_training` path run unchanged."""
 from __future__ import annotations
 
-import os
+import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,35 +23,75 @@ from nnssl_plugin.ext_trainers import with_ext_trainer_folder
 BIN = Path(sys.executable).parent  # console scripts of the venv running the tests
 
 UNL, LAB = "Dataset990_PhantomUnlabelled", "Dataset991_PhantomBTCV"
-PRETRAIN = ["nnssl_pretrain", "-d", "990", "-m", "moco", "-c", "3d_cpu", "-device", "cpu", "--epochs", "4",
-            "--iters", "3", "--seed", "7"]
+PRETRAIN_ARGS = ["-d", "990", "-m", "moco", "-c", "3d_cpu", "-device", "cpu", "--epochs", "4", "--iters", "3",
+                 "--seed", "7"]
+PRETRAIN_FOLD = Path(UNL) / "nnsslPretrainer_moco_4epochs_3iters_seed7__nnsslPretrainPlans__3d_cpu" / "fold_all"
+KILL_EPOCH = 2  # 4 epochs, a checkpoint after each but the last: checkpoints after epochs 0 and 1 exist then
+
+# Test-only launcher: patch one kill point, then run the real entry (nnssl_pretrain's main, or nnUNetv2_train's
+# run_training_entry with sys.argv set). spec: {"at": "step"|"write", "epoch", "step", "module", "cls", "entry", "argv"}
+_KILLER = r'''
+import json, os, signal, sys
+spec = json.loads(sys.argv[1])
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if spec["at"] == "step":  # right after optimiser step `step` (1-based) of epoch `epoch`
+    from importlib import import_module
+    cls = getattr(import_module(spec["module"]), spec["cls"])
+    original_step, done = cls.train_step, []
+
+    def train_step(self, batch):
+        out = original_step(self, batch)
+        done.append(self.current_epoch)
+        if self.current_epoch == spec["epoch"] and done.count(spec["epoch"]) == spec["step"]:
+            die()
+        return out
+
+    cls.train_step = train_step
+else:  # "write": the checkpoint written at the end of epoch `epoch`, killed with half of it in the temp file
+    import io
+    import torch
+    import nnssl_plugin.checkpoints as checkpoints
+    original_save = checkpoints.atomic_torch_save
+
+    def atomic_torch_save(obj, path):
+        if os.path.basename(path) == "checkpoint_latest.pth" and obj["current_epoch"] == spec["epoch"] + 1:
+            buffer = io.BytesIO()
+            torch.save(obj, buffer)
+            data = buffer.getvalue()
+
+            def half_then_die(f):
+                f.write(data[: len(data) // 2])
+                f.flush()
+                die()
+
+            checkpoints.atomic_write(path, half_then_die)
+        original_save(obj, path)
+
+    checkpoints.atomic_torch_save = atomic_torch_save
+
+if spec["entry"] == "nnssl_pretrain":
+    from nnssl_plugin.cli.pretrain import main
+    sys.exit(main(spec["argv"]))
+sys.argv = [spec["entry"], *spec["argv"]]
+from nnunetv2.run.run_training import run_training_entry
+run_training_entry()
+'''
 
 
 def _env(world, results):
     return {**world.env, "nnUNet_results": str(results), "nnUNet_extTrainer": with_ext_trainer_folder(None)}
 
 
-def _run_until_killed(command, env, log_folder, marker, timeout=300):
-    """Start `command`, SIGKILL it as soon as its nnU-Net training log contains `marker` (polled: the kill falls
-    at whatever point the run has reached then)."""
-    proc = subprocess.Popen([str(BIN / command[0]), *command[1:]], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            logs = list(log_folder.glob("training_log_*.txt")) if log_folder.is_dir() else []
-            if logs and marker in logs[0].read_text():
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return
-            if proc.poll() is not None:
-                pytest.fail(f"{command[0]} ended (code {proc.returncode}) before '{marker}' was logged")
-            time.sleep(0.05)  # polling interval, not a wait for a result
-        pytest.fail(f"'{marker}' not logged within {timeout} s")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+def _run_killed(spec: dict, env: dict) -> None:
+    """Run the entry with the kill point of `spec`; it must end by that SIGKILL (not earlier, not by finishing)."""
+    result = subprocess.run([sys.executable, "-c", _KILLER, json.dumps(spec)], env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == -signal.SIGKILL, \
+        f"expected the run to kill itself at {spec['at']} (epoch {spec['epoch']}), found exit code " \
+        f"{result.returncode}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
 
 
 def _run(command, env):
@@ -56,34 +100,70 @@ def _run(command, env):
     return result
 
 
+@pytest.mark.parametrize("value, expected", [("3", 3), ("1,1", 1), (None, "affinity")])
+def test_cpu_threads_are_omp_num_threads_else_the_cpus_this_process_may_use(monkeypatch, value, expected):
+    from nnssl_plugin.cli.pretrain import cpu_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    if value is not None:
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 5}, raising=False)  # 2 CPUs of a larger machine
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert cpu_threads() == (2 if expected == "affinity" else expected)
+
+
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_a_bad_omp_num_threads_is_named(monkeypatch, value):
+    from nnssl_plugin.cli.pretrain import cpu_threads
+    from nnssl_plugin.errors import NnsslError
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    with pytest.raises(NnsslError, match=f"OMP_NUM_THREADS must be a positive integer, found '{value}'"):
+        cpu_threads()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_weights(world, tmp_path_factory) -> dict[str, torch.Tensor]:
+    """The reference: the same pretraining run without a kill (shared by the kill points)."""
+    results = tmp_path_factory.mktemp("whole")
+    _run(["nnssl_pretrain", *PRETRAIN_ARGS], _env(world, results))
+    return torch.load(results / PRETRAIN_FOLD / "pretrained_weights.pth", weights_only=True)["network_weights"]
+
+
 @pytest.mark.slow
-def test_pretraining_killed_mid_epoch_resumes_to_the_uninterrupted_weights(world, tmp_path):
-    _run(PRETRAIN, _env(world, tmp_path / "whole"))
-    env = _env(world, tmp_path / "killed")
-    fold = tmp_path / "killed" / UNL / "nnsslPretrainer_moco_4epochs_3iters_seed7__nnsslPretrainPlans__3d_cpu" / \
-        "fold_all"
-    _run_until_killed(PRETRAIN, env, fold, "Epoch 2 \n")  # checkpoints after epochs 0 and 1 exist
-    assert (fold / "checkpoint_latest.pth").is_file() and not (fold / "checkpoint_final.pth").exists()
-    assert torch.load(fold / "checkpoint_latest.pth", weights_only=True)["current_epoch"] == 2
-    result = _run([*PRETRAIN, "--c"], env)
-    assert "resumed from" in result.stdout + next(fold.glob("training_log_*.txt")).read_text()
-    whole = torch.load(tmp_path / "whole" / fold.relative_to(tmp_path / "killed") / "pretrained_weights.pth",
-                       weights_only=True)["network_weights"]
+@pytest.mark.parametrize("at", ["step", "write"], ids=["mid-epoch", "mid-checkpoint-write"])
+def test_pretraining_killed_mid_epoch_resumes_to_the_uninterrupted_weights(world, tmp_path, uninterrupted_weights,
+                                                                           at):
+    env = _env(world, tmp_path)
+    fold = tmp_path / PRETRAIN_FOLD
+    _run_killed({"at": at, "epoch": KILL_EPOCH, "step": 2, "module": "nnssl_plugin.pretrain.trainer",
+                 "cls": "nnsslPretrainer", "entry": "nnssl_pretrain", "argv": PRETRAIN_ARGS}, env)
+    assert not (fold / "checkpoint_final.pth").exists()
+    assert safe_load(fold / "checkpoint_latest.pth")["current_epoch"] == KILL_EPOCH
+    temp_files = list(fold.glob(".*.tmp"))
+    assert len(temp_files) == (1 if at == "write" else 0), temp_files  # the killed write left its temp file
+    result = _run(["nnssl_pretrain", *PRETRAIN_ARGS, "--c"], env)
+    logs = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))  # the killed run's and the resumed's
+    assert "resumed from" in result.stdout + logs and logs.count("Epoch 2 \n") == 2 and logs.count("Epoch 1 \n") == 1, \
+        "resumed at epoch 2, nothing else redone"
     resumed = torch.load(fold / "pretrained_weights.pth", weights_only=True)["network_weights"]
-    assert whole.keys() == resumed.keys()
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert uninterrupted_weights.keys() == resumed.keys()
+    differing = [k for k in resumed if not torch.equal(uninterrupted_weights[k], resumed[k])]
+    assert not differing, f"resumed weights differ from the uninterrupted run's in {len(differing)} tensors, " \
+                          f"e.g. {differing[:3]}"
     assert not list(fold.glob(".*.tmp")), "no temp file of a killed write is left behind"
 
 
 @pytest.mark.slow
 def test_fine_tuning_killed_mid_epoch_resumes_from_its_last_checkpoint(world, tmp_path):
     trainer = "nnUNetTrainerSSLScratch_4epochs_3iters_seed2"
-    command = ["nnUNetv2_train", "991", "3d_cpu", "0", "-tr", trainer, "-device", "cpu"]
+    argv = ["991", "3d_cpu", "0", "-tr", trainer, "-device", "cpu"]
     env = _env(world, tmp_path)
     fold = tmp_path / LAB / f"{trainer}__nnUNetPlans__3d_cpu" / "fold_0"
-    _run_until_killed(command, env, fold, "Epoch 2 \n")
-    assert safe_load(fold / "checkpoint_latest.pth")["current_epoch"] == 2  # nnU-Net's file: numpy scalars inside
-    _run([*command, "--c"], env)
+    _run_killed({"at": "step", "epoch": KILL_EPOCH, "step": 2, "module": "nnssl_plugin.nnunet_trainers.ssl_trainers",
+                 "cls": "nnUNetTrainerSSLScratch", "entry": "nnUNetv2_train", "argv": argv}, env)
+    assert safe_load(fold / "checkpoint_latest.pth")["current_epoch"] == KILL_EPOCH  # numpy scalars inside
+    _run(["nnUNetv2_train", *argv, "--c"], env)
     logs = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file()
     assert logs.count("Epoch 2 \n") == 2 and logs.count("Epoch 1 \n") == 1, "resumed at epoch 2, nothing else redone"
