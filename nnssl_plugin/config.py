@@ -24,6 +24,8 @@ class MocoConfig:
     local_weight: float = 0.0  # moco_zca: total = global + 0.5 * local (Hassanpour et al. 2024, arXiv 2402.14611)
     local_grid: int = 2  # regions per axis of the views' overlap (2 -> 8 regions in 3d, 4 in 2d)
     local_temperature: float = 0.2  # Hassanpour et al. 2024 (arXiv 2402.14611)
+    view_scale: tuple[float, float] | None = None  # per-view random resized crop; off until (0.7, 1.4) is measured
+    view_shift: float = 0.5  # largest offset between the two views, a fraction of the patch per axis
     family: str = "moco"  # which network and two-view loader the trainer assembles
 
 
@@ -75,7 +77,8 @@ FIXED_FIELDS = ("method", "family")  # what makes the method itself; never an op
 
 
 def parse_option(config: MethodConfig, key: str, text: str):
-    """`text` as a value of `config`'s field `key`, by the field's annotation (int, float, bool, str, `| None`)."""
+    """`text` as a value of `config`'s field `key`, by the field's annotation (int, float, bool, str, a tuple of
+    floats written "a,b", `| None`)."""
     kinds = {f.name: str(f.type) for f in fields(config)}
     if key not in kinds or key in FIXED_FIELDS:
         options = sorted(k for k in kinds if k not in FIXED_FIELDS)
@@ -92,6 +95,8 @@ def parse_option(config: MethodConfig, key: str, text: str):
             return int(text)
         if kind.startswith("float"):
             return float(text)
+        if kind.startswith("tuple[float"):
+            return tuple(float(v) for v in text.split(","))
     except ValueError:
         raise ValueError(f"{key}={text}: expected {kind}") from None
     return text

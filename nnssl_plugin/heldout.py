@@ -38,6 +38,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from nnssl_plugin.data.two_view import GEOMETRY_KEYS
 from nnssl_plugin.data.prepare import MARKER
 from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.ops.distributed import gather_with_grad, is_distributed
@@ -45,7 +46,6 @@ from nnssl_plugin.ops.rank import effective_rank
 from nnssl_plugin.paths import find_dataset_name, preprocessed_folder
 from nnssl_plugin.plans import load_plans, resolve_configuration
 
-GEOMETRY_KEYS = ("start1", "start2", "mirror1", "mirror2")  # stay on the CPU, as in the trainer's forward
 # what decides the preprocessed arrays: equal in both plans, or the target's crops are not the pretraining kind
 PLANS_FIELDS = ("transpose_forward", "foreground_intensity_properties_per_channel")
 CONFIGURATION_FIELDS = ("spacing", "normalization_schemes", "use_mask_for_norm", "resampling_fn_data",

@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from nnssl_plugin.checkpoints import load_checkpoint_file, rng_state, save_checkpoint_file, set_rng_state
 from nnssl_plugin.config import MethodConfig, with_options
 from nnssl_plugin.data.augment import global_view_transforms
-from nnssl_plugin.data.two_view import TwoViewDataLoader
+from nnssl_plugin.data.two_view import GEOMETRY_KEYS, TwoViewDataLoader
 from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.intensity import soft_tissue_windows, unit_ranges
 from nnssl_plugin.data.local_augment import hier_local_transforms, voxel2vec_view_transforms
@@ -176,7 +176,8 @@ class nnsslPretrainer(nnUNetTrainer):
             options["num_voxels"] = config.num_voxels
             options["mirror_axes"] = None if config.flips else ()  # Kats et al., vox2vec: translation-only views
         else:
-            options = {"view_transforms": global_view_transforms(is_2d, windows)}
+            options = {"view_transforms": global_view_transforms(is_2d, windows), "max_shift": config.view_shift,
+                       "scale_range": config.view_scale}
         return TwoViewDataLoader(dataset, self.batch_size, patch, self.label_manager, **options)
 
     def get_dataloaders(self):
@@ -218,7 +219,7 @@ class nnsslPretrainer(nnUNetTrainer):
         on_device = {k: batch[k].to(self.device, non_blocking=True)
                      for k in ("view1", "view2", "clean1", "clean2", "voxels1", "voxels2", "voxel_batch", "case_ids")
                      if k in batch}
-        geometry = {k: batch[k] for k in ("start1", "start2", "mirror1", "mirror2")}  # stays on the CPU
+        geometry = {k: batch[k] for k in GEOMETRY_KEYS if k in batch}  # stays on the CPU
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             return self.network(**on_device, **geometry)
 

@@ -97,6 +97,7 @@ def test_method_options_are_typed_by_the_config_field_and_unknown_ones_refused()
     assert parse_option(hier, "restoration_weight", "1") == 1.0 and isinstance(parse_option(hier, "num_voxels", "8"), int)
     assert parse_option(hier, "flips", "true") is True and parse_option(zca, "zca_mode", "running") == "running"
     assert parse_option(zca, "queue_size", "none") is None
+    assert parse_option(zca, "view_scale", "0.7,1.4") == (0.7, 1.4) and parse_option(zca, "view_scale", "none") is None
     assert with_options(hier, {"restoration_weight": 1.0}).restoration_weight == 1.0
     for key, text in (("method", "moco"), ("family", "moco"), ("no_such_field", "1"), ("num_voxels", "many")):
         with pytest.raises(ValueError):

@@ -32,7 +32,7 @@ from nnssl_plugin.modules.ema import ema_update, frozen_copy_of
 from nnssl_plugin.modules.projector import ProjectionHead
 from nnssl_plugin.modules.queue import KeyQueue, derived_queue_size
 from nnssl_plugin.modules.whitening import RunningWhitening, apply_whitening, whitening_groups
-from nnssl_plugin.ops.regions import aligned_region_descriptors
+from nnssl_plugin.ops.regions import MAX_SHIFT, aligned_region_descriptors, min_patch_for_grid
 
 def first_stage(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Output of the encoder's first stage (after the stem of residual encoders), full resolution."""
@@ -110,9 +110,11 @@ class MocoNetwork(nn.Module):
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, start1: torch.Tensor | None = None,
                 start2: torch.Tensor | None = None, mirror1: torch.Tensor | None = None,
-                mirror2: torch.Tensor | None = None, case_ids: torch.Tensor | None = None, **unused) -> dict:
-        """Losses for a batch of view pairs. Geometry (start, mirror: (n, D)) is needed for the local loss;
-        case_ids (n,) int64 mask same-case queue keys (None: no same-case masking)."""
+                mirror2: torch.Tensor | None = None, case_ids: torch.Tensor | None = None,
+                size1: torch.Tensor | None = None, size2: torch.Tensor | None = None, **unused) -> dict:
+        """Losses for a batch of view pairs. Geometry (start, mirror: (n, D); size: (n, D) case voxels each view's
+        box spans, None: unscaled views) is needed for the local loss; case_ids (n,) int64 mask same-case queue
+        keys (None: no same-case masking)."""
         emb, skips = self._pair(view1, view2)
         q, k = emb["q"], emb["k"]
         terms: dict[str, torch.Tensor] = {}
@@ -124,7 +126,7 @@ class MocoNetwork(nn.Module):
             top1 = top1_accuracy(logits.detach())
         if self.config.local_weight > 0:
             terms["loss_local"] = self.config.local_weight * self._local_loss(
-                skips[0], first_stage(self.encoder, view2), start1, start2, mirror1, mirror2)
+                skips[0], first_stage(self.encoder, view2), start1, start2, mirror1, mirror2, size1, size2)
         loss = sum(terms.values()) if terms else None
         if "loss_global" not in terms:  # an exact zero that keeps the projector in the graph (DDP needs every grad)
             anchor = 0.0 * q.sum().abs()  # abs: +0.0 in the log, never -0.0
@@ -135,13 +137,20 @@ class MocoNetwork(nn.Module):
         return {"loss": loss, "terms": terms, "top1": top1, "embeddings": embeddings,
                 "logits": None if logits is None else logits.detach(), "keys": k, "case_ids": case_ids}
 
-    def _local_loss(self, f1: torch.Tensor, f2: torch.Tensor, start1, start2, mirror1, mirror2) -> torch.Tensor:
-        """Region InfoNCE over all regions of the batch (negatives: other regions of this and other images)."""
+    def _local_loss(self, f1: torch.Tensor, f2: torch.Tensor, start1, start2, mirror1, mirror2, size1=None,
+                    size2=None) -> torch.Tensor:
+        """Region InfoNCE over all regions of the batch (negatives: other regions of this and other images); the
+        regions are aligned in case coordinates, also between views of different scales (size1, size2)."""
         if start1 is None:
             raise ValueError("the local loss needs the views' geometry (start1, start2, mirror1, mirror2); pass the "
                              "two-view loader's batch entries")
+        if (size1 is None) != (size2 is None):
+            raise ValueError("the local loss needs both views' box sizes (size1, size2) or neither (unscaled views); "
+                             "pass the two-view loader's batch entries")
         d1, d2 = aligned_region_descriptors(f1, f2, start1.tolist(), start2.tolist(), mirror1.tolist(),
-                                            mirror2.tolist(), self.config.local_grid)  # (n, R, c) each
+                                            mirror2.tolist(), self.config.local_grid,
+                                            None if size1 is None else size1.tolist(),
+                                            None if size2 is None else size2.tolist())  # (n, R, c) each
         d1 = F.normalize(d1.flatten(0, 1).float(), dim=1)  # (n * R, c)
         d2 = F.normalize(d2.flatten(0, 1).float(), dim=1)
         return local_region_infonce(d1, d2, self.config.local_temperature)
@@ -171,10 +180,14 @@ def build_moco_network(unet: nn.Module, config: MocoConfig, batch_size: int, pat
     the whitening groups (from the images behind the running estimate, batch / zca_momentum, not from positions,
     so `strides` no longer matter; kept for the trainer's call)."""
     channels = unet.encoder.output_channels[-1]
-    if config.local_weight > 0 and min(patch_size) < 2 * config.local_grid - 1:
+    shift = getattr(config, "view_shift", MAX_SHIFT)  # the two-view loader's max_shift
+    need = min_patch_for_grid(config.local_grid, config.view_scale, shift) if config.local_weight > 0 else 0
+    if min(patch_size) < need:  # every sampled overlap must span >= local_grid view voxels in both views
+        bound = "at least half a patch" if shift == MAX_SHIFT else f"views shifted by up to {shift:g} of a patch"
+        scaled = "" if config.view_scale is None else f", less with view_scale {tuple(config.view_scale)}"
         raise ValueError(f"patch {list(patch_size)} is too small for the local-loss grid of {config.local_grid} "
-                         f"regions per axis: the views' overlap (at least half a patch) needs every axis >= "
-                         f"{2 * config.local_grid - 1} voxels")
+                         f"regions per axis: the views' overlap ({bound}{scaled}) needs every axis >= {need} voxels; "
+                         f"use a smaller local_grid or a configuration with a larger patch")
     effective_batch = batch_size * (default_world_size() if world_size is None else world_size)
     queue_size = config.queue_size or derived_queue_size(config.momentum, effective_batch, config.queue_horizon_ratio,
                                                          config.queue_min_size)
