@@ -1,4 +1,5 @@
-"""Few-label folds in nnU-Net's own `splits_final.json` (paper 002's label-efficiency study, Fig. 1, any dataset).
+"""Few-label folds in nnU-Net's own `splits_final.json` (the label-efficiency study of Kats et al. 2024,
+arXiv 2401.06473, Fig. 1; any dataset).
 
 nnU-Net trains fold k on `splits_final.json[k]`. This adds folds with N training cases each (N in `counts`, `repeats`
 seeded draws per N) that all share one fixed validation set, so every point of a label-efficiency curve is scored on

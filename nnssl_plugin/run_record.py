@@ -53,6 +53,6 @@ def check_resumed_recipe(recorded: dict | None, recipe: Recipe, checkpoint: str,
         raise NnsslError(f"{checkpoint} comes from before per-method recipes (it records none) and cannot be "
                          f"continued with today's recipe; start a fresh run (without --c), or export it as it is")
     if Recipe.from_dict(recorded) != recipe or dict(recorded_options or {}) != dict(options or {}):
-        raise NnsslError(f"{checkpoint} was trained with recipe {recorded} and method options {recorded_options or {}}, "
-                         f"this run's are {recipe.to_dict()} and {options or {}}; pass the same flags as the original "
+        raise NnsslError(f"{checkpoint} was trained with recipe {recorded} and method options "
+                         f"{recorded_options or {}}, this run's are {recipe.to_dict()} and {options or {}}; pass the same flags as the original "
                          f"run, or start a fresh run without --c")

@@ -1,5 +1,6 @@
-"""The collapse measurement of paper 000 (Hassanpour et al., Fig. 1) for any dataset: pooled bottleneck embeddings of
-the same patches under several checkpoints, their sorted singular spectra on one plot, the effective rank of each.
+"""The collapse measurement of Hassanpour et al. 2024 (arXiv 2402.14611, Fig. 1) for any dataset: pooled bottleneck
+embeddings of the same patches under several checkpoints, their sorted singular spectra on one plot, the effective
+rank of each.
 
 Patches: `num_patches` crops of the planned patch size at seeded random positions of the dataset's preprocessed
 cases (pass a dataset the checkpoints were not pretrained on to measure held-out patches). Each checkpoint is read

@@ -1,5 +1,6 @@
 """The label-efficiency sweep: nnU-Net fine-tuning on few-label folds for each export and a scratch baseline, then
-mean Dice vs number of labelled cases (paper 002, Fig. 1) from the `summary.json` nnU-Net writes for each fold.
+mean Dice vs number of labelled cases (Kats et al. 2024, arXiv 2401.06473, Fig. 1) from the `summary.json` nnU-Net
+writes for each fold.
 
 `sweep_commands` lists the `nnUNetv2_train` calls (one per plans × fold, the baseline with the target's own plans);
 `collect` reads each fold's `validation/summary.json` (nnU-Net's `foreground_mean` Dice over the fold's fixed

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def find_runs(results: Path, method: str, configuration: str) -> list[Path]:
     """Run folders of `method` (and only that method: moco does not match moco_zca) for `configuration`."""
-    pattern = re.compile(rf"^nnsslPretrainer_{re.escape(method)}(_\d+epochs)?(_\d+iters)?(_seed\d+)?(_r[0-9a-f]{8})?__.+__"
+    pattern = re.compile(rf"^nnsslPretrainer_{re.escape(method)}(_\d+epochs)?(_\d+iters)?(_seed\d+)?(_r[0-9a-f]{{8}})?"
+                         rf"__.+__"
                          rf"{re.escape(configuration)}$")
     if not results.is_dir():
         return []

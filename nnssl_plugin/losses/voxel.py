@@ -1,4 +1,4 @@
-"""Voxel-wise NT-Xent (SimCLR's loss, Chen et al. 2020, applied per voxel as in paper 002, Kats et al.).
+"""Voxel-wise NT-Xent (SimCLR's loss, Chen et al. 2020, applied per voxel as in Kats et al. 2024, arXiv 2401.06473).
 
 Embeddings of 2k sampled voxels: e1[i] and e2[i] are the same physical voxel seen in the two views (positives);
 every other voxel of both views is a negative. With z = [e1; e2] (2k, d), s_ab = z_a · z_b / τ:
@@ -8,7 +8,7 @@ every other voxel of both views is a negative. With z = [e1; e2] (2k, d), s_ab =
 Symmetric in the two views by construction. Computed in fp32 under autocast.
 
 `voxel_nt_xent` computes L and its gradient together, a block of rows at a time (`_BlockwiseNTXent`): the
-(2k × 2k) logits are never held at once (64 MB for paper 002's 1024 voxels × batch 2), which keeps each block in
+(2k × 2k) logits are never held at once (64 MB for Kats et al.'s 1024 voxels × batch 2), which keeps each block in
 cache and halves the loss's cost on a CPU; `voxel_nt_xent_logits` + `nt_xent_from_logits` is the plain autograd
 form of the same loss (the reference the tests compare it with).
 

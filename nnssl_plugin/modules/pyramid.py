@@ -1,4 +1,4 @@
-"""The feature pyramid of a planned U-Net (paper 002; DESIGN §4): the bottleneck, then every decoder stage output,
+"""The feature pyramid of a planned U-Net (Kats et al. 2024, arXiv 2401.06473; DESIGN §4): the bottleneck, then every decoder stage output,
 coarse to fine, computed with the network's own modules (its class and weights stay a plain nnU-Net U-Net's).
 
 The decoder's stages are run as `UNetDecoder.forward` runs them (transposed convolution, concatenation with the

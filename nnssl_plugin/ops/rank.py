@@ -1,4 +1,4 @@
-"""Effective rank (RankMe, Garrido et al. 2023) and the singular spectrum of embeddings (paper 000, Fig. 1).
+"""Effective rank (RankMe, Garrido et al. 2023) and the singular spectrum of embeddings (Hassanpour et al. 2024, arXiv 2402.14611, Fig. 1).
 
     σ = singular values of the centred embeddings Z − mean(Z),  p_k = σ_k / Σ_j σ_j,
     effective_rank(Z) = exp(−Σ_k p_k log p_k)

@@ -78,6 +78,16 @@ def test_several_runs_are_listed(in_world, capsys):
         shutil.rmtree(results / name)
 
 
+def test_runs_with_a_recipe_tag_are_found_and_another_method_is_not(tmp_path):
+    from nnssl_plugin.cli.export import find_runs
+
+    for name in ("nnsslPretrainer_moco_2epochs_r0a1b2c3d__p__3d_cpu", "nnsslPretrainer_moco__p__3d_cpu",
+                 "nnsslPretrainer_moco_zca_r0a1b2c3d__p__3d_cpu", "nnsslPretrainer_moco_r0a1b2c3__p__3d_cpu"):
+        (tmp_path / name / "fold_all").mkdir(parents=True)
+    assert [p.parent.name for p in find_runs(tmp_path, "moco", "3d_cpu")] == [
+        "nnsslPretrainer_moco_2epochs_r0a1b2c3d__p__3d_cpu", "nnsslPretrainer_moco__p__3d_cpu"]
+
+
 def _target_arch(world):
     plans = json.loads((world.preprocessed / LAB / "nnUNetPlans.json").read_text())
     return plans["configurations"]["3d_cpu"]["architecture"]
