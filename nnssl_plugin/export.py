@@ -186,7 +186,9 @@ def read_source(path: str | Path) -> Source:
 
         method = method_from_trainer_name(payload["trainer_name"]) or payload["trainer_name"]
         return Source(method, unet, encoder_only, arch, None,
-                      {"source_checkpoint": str(path), "epochs": payload["current_epoch"]}, whitening)
+                      {"source_checkpoint": str(path), "epochs": payload["current_epoch"],
+                       "recipe": payload.get("nnssl_recipe"),  # None: a checkpoint from before recipes
+                       "method_options": payload.get("nnssl_method_options")}, whitening)
     raise NnsslError(f"{path} is neither an nnssl_plugin weights file or checkpoint nor an nnssl checkpoint "
                      f"(no nnssl_adaptation_plan)")
 
