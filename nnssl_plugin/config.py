@@ -26,6 +26,7 @@ class MocoConfig:
     local_temperature: float = 0.2  # Hassanpour et al. 2024 (arXiv 2402.14611)
     view_scale: tuple[float, float] | None = None  # per-view random resized crop; off until (0.7, 1.4) is measured
     view_shift: float = 0.5  # largest offset between the two views, a fraction of the patch per axis
+    pooling: str = "avg"  # MoCo v2's global average pool; "max": the average of an instance-normalised map barely varies
     family: str = "moco"  # which network and two-view loader the trainer assembles
 
 

@@ -41,7 +41,13 @@ def first_stage(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return encoder.stages[0](x)
 
 
-def pool(bottleneck: torch.Tensor) -> torch.Tensor:
+def max_pool(bottleneck: torch.Tensor) -> torch.Tensor:
+    """Global max pool (n, c, *spatial) → (n, c), fp32: unlike the average of an instance-normalised map, not fixed
+    by the map's normalisation (measured spread over crops: 19.5 % of the mean's norm vs 5.8 %, docs/RESULTS.md)."""
+    return bottleneck.float().flatten(2).amax(dim=2)
+
+
+def avg_pool(bottleneck: torch.Tensor) -> torch.Tensor:
     """Global average pool (n, c, *spatial) → (n, c), fp32."""
     return bottleneck.float().flatten(2).mean(dim=2)
 
@@ -87,15 +93,21 @@ class MocoNetwork(nn.Module):
     def _pair(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[dict, list[torch.Tensor]]:
         """`pair_embeddings` plus the query encoder's stage outputs (for the local loss)."""
         skips = self._encode(view1)  # stage outputs, last = bottleneck (n, c, *s)
+        pool = avg_pool if self.config.pooling == "avg" else max_pool
         raw = pool(skips[-1])  # (n, c)
         with torch.no_grad():
-            key_raw = pool(self.key_encoder(view2)[-1])  # (n, c)
+            key_map = self.key_encoder(view2)[-1]  # (n, c, *s)
+        key_raw = pool(key_map)
         whitened = None
         if self.whitening is not None:
             mean, w = self.whitening.statistics(skips[-1])  # training: moves the running statistics
-            whitened = apply_whitening(raw, mean, w)  # (n, c) = pool of the whitened map (both linear)
+            if self.config.pooling == "avg":
+                whitened = apply_whitening(raw, mean, w)  # (n, c) = pool of the whitened map (both linear)
+            else:  # max pooling is not linear: whiten the map, then pool
+                whitened = max_pool(apply_whitening(skips[-1], mean, w))
             with torch.no_grad():  # keys: the same statistics, no gradient
-                key_raw = apply_whitening(key_raw, mean.detach(), w.detach())
+                key_raw = (apply_whitening(key_raw, mean.detach(), w.detach()) if self.config.pooling == "avg" else
+                           max_pool(apply_whitening(key_map, mean.detach(), w.detach())))
         q = self.projector(raw if whitened is None else whitened)  # (n, d)
         with torch.no_grad():
             k = self.key_projector(key_raw)  # (n, d)
@@ -179,6 +191,8 @@ def build_moco_network(unet: nn.Module, config: MocoConfig, batch_size: int, pat
     the effective batch (batch_size x world_size): the queue (`derived_queue_size`, unless config.queue_size) and
     the whitening groups (from the images behind the running estimate, batch / zca_momentum, not from positions,
     so `strides` no longer matter; kept for the trainer's call)."""
+    if config.pooling not in ("avg", "max"):
+        raise ValueError(f"pooling must be 'avg' or 'max', found '{config.pooling}'")
     channels = unet.encoder.output_channels[-1]
     shift = getattr(config, "view_shift", MAX_SHIFT)  # the two-view loader's max_shift
     need = min_patch_for_grid(config.local_grid, config.view_scale, shift) if config.local_weight > 0 else 0
