@@ -10,23 +10,16 @@ channel), one differentiable eigh per group. Running (now): groups from the imag
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from bench_pretrain_step import _median_time  # noqa: E402 (benchmarks/ is on sys.path, as in bench_memory_patch)
 
 from nnssl_plugin.modules.whitening import RunningWhitening, apply_whitening, whitening_groups
 from nnssl_plugin.ops.whitening import zca_matrix
 
 
 def _median_ms(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * sorted(times)[len(times) // 2]
+    return 1000 * _median_time(fn, repeats, warmup=3)
 
 
 def per_batch_step(x: torch.Tensor, groups: int) -> None:
