@@ -15,7 +15,8 @@ from nnssl_plugin.pretrain.trainer import nnsslPretrainer
 
 PREFIX = "nnsslPretrainer"
 _NAME = re.compile(rf"^{PREFIX}_(?P<method>{'|'.join(sorted(METHODS, key=len, reverse=True))})"
-                   r"(?:_(?P<epochs>\d+)epochs)?(?:_(?P<iters>\d+)iters)?(?:_seed(?P<seed>\d+))?(?:_r(?P<recipe>[0-9a-f]{8}))?$")
+                   r"(?:_(?P<epochs>\d+)epochs)?(?:_(?P<iters>\d+)iters)?(?:_seed(?P<seed>\d+))?"
+                   r"(?:_r(?P<recipe>[0-9a-f]{8}))?$")
 _CACHE: dict[str, type] = {}
 
 

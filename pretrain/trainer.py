@@ -126,14 +126,12 @@ class nnsslPretrainer(nnUNetTrainer):
 
     def _check_enough_cases(self) -> None:
         """The MoCo family needs negatives from other cases: refuse a set of fewer than 2 cases with one line."""
-        cases = self.dataset_class_identifiers()
+        folder = self.preprocessed_dataset_folder
+        cases = infer_dataset_class(folder).get_identifiers(folder)
         if self.method_config.family == "moco" and len(cases) < 2:
             raise NnsslError(f"{self.method_config.method} needs at least 2 unlabelled cases (negatives come from "
                              f"other cases), {self.preprocessed_dataset_folder} holds {len(cases)}; prepare more "
                              f"cases with nnssl_prepare")
-
-    def dataset_class_identifiers(self) -> list[str]:
-        return infer_dataset_class(self.preprocessed_dataset_folder).get_identifiers(self.preprocessed_dataset_folder)
 
     def configure_optimizers(self):
         """The run's recipe (nnssl_plugin.recipe): SGD (Nesterov) or AdamW, per-step warm-up and decay."""
@@ -307,7 +305,8 @@ class nnsslPretrainer(nnUNetTrainer):
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         self.print_to_log_file(f"pretext top-1 train {fmt(get('top1_train'))} val on training cases "
                                f"{fmt(get('top1_val'))}; effective rank: {ranks}")
-        if get("top1_train") is not None and get("top1_train") >= TOO_EASY_TOP1 and self.current_epoch + 1 < max(2, 0.2 * self.num_epochs):
+        early = self.current_epoch + 1 < max(2, 0.2 * self.num_epochs)
+        if get("top1_train") is not None and get("top1_train") >= TOO_EASY_TOP1 and early:
             self.print_to_log_file(f"WARNING: pretext top-1 {get('top1_train'):.3f} this early means the task is too "
                                    f"easy (views too similar or queue too small); the representation may not improve")
         duration = get("epoch_end_timestamps") - get("epoch_start_timestamps")
