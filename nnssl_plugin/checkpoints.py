@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.io_utils import atomic_write, fsync_folder
+from nnssl_plugin.io_utils import atomic_write, fsync_folder, settle_permissions
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -51,6 +51,7 @@ def save_checkpoint_file(obj: Any, path: str | os.PathLike) -> None:
 def publish_written_file(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     """Atomically move a checkpoint that someone else wrote to `tmp` (nnU-Net's own save_checkpoint) to `path`."""
     with open(tmp, "rb+") as f:
+        settle_permissions(f.fileno(), path)
         os.fsync(f.fileno())
     keep_previous(path)
     os.replace(tmp, path)

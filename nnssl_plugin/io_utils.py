@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -35,6 +36,7 @@ def _write_and_rename(path: Path, write: Callable[[BinaryIO], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        settle_permissions(fd, path)  # mkstemp creates 0600 whatever the umask
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -44,6 +46,37 @@ def _write_and_rename(path: Path, write: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask, read from /proc where possible (setting it to read it back is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def settle_permissions(fd: int, path: str | os.PathLike) -> None:
+    """Give the open temp file `fd` the permissions `path` should end with once the temp file is renamed onto it:
+    the mode (and, where allowed, the group) of the file it replaces, or for a new file what `open` would give it
+    (0666 minus the umask), so colleagues who could read a shared dataset still can."""
+    try:
+        old = os.stat(path)
+    except FileNotFoundError:
+        os.fchmod(fd, 0o666 & ~current_umask())
+        return
+    if old.st_gid != os.fstat(fd).st_gid:
+        try:
+            os.fchown(fd, -1, old.st_gid)
+        except OSError:  # not a member of that group: the mode is still kept
+            pass
+    os.fchmod(fd, stat.S_IMODE(old.st_mode))
 
 
 def _nearly_full(folder: Path) -> bool:
