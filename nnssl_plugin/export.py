@@ -258,7 +258,8 @@ def export_weights(source: Source, target_plans: dict, configuration: str, datas
     atomic_torch_save(payload, weights_path)
     plans = copy.deepcopy(target_plans)
     plans["plans_name"] = plans_name
-    plans["pretrain_info"] = {"weights": str(weights_path.resolve()), "sha256": sha256_of(weights_path),
+    plans["pretrain_info"] = {"weights": weights_reference(weights_path, plans_path.parent),
+                              "sha256": sha256_of(weights_path),
                               "method": source.method, "pretrained_prefixes": prefixes,
                               "configuration": configuration, "source_dataset": source_dataset,
                               "whitening": source.whitening is not None,
@@ -267,6 +268,24 @@ def export_weights(source: Source, target_plans: dict, configuration: str, datas
                               "architecture_sha256": architecture_hash(resolved["architecture"])}
     atomic_write_json(plans_path, plans)
     return report
+
+
+def weights_reference(weights_path: Path, dataset_folder: Path) -> str:
+    """How `pretrain_info` names the weights: relative to the dataset's folder in nnUNet_preprocessed when the file
+    lies in it (the export survives moving nnUNet_preprocessed, e.g. workstation -> cluster), absolute otherwise."""
+    weights, folder = Path(weights_path).resolve(), Path(dataset_folder).resolve()
+    return weights.relative_to(folder).as_posix() if weights.is_relative_to(folder) else str(weights)
+
+
+def exported_weights_path(plans: dict) -> Path:
+    """The weights file named by the plans' `pretrain_info`: a relative name is resolved against
+    nnUNet_preprocessed/<dataset_name>; an absolute path (exports written before relative names) is kept."""
+    path = Path(plans["pretrain_info"]["weights"])
+    if path.is_absolute():
+        return path
+    from nnssl_plugin.paths import preprocessed_folder
+
+    return preprocessed_folder() / plans["dataset_name"] / path
 
 
 def load_exported_weights(plans: dict, architecture: dict, num_input_channels: int, unet: torch.nn.Module,
@@ -279,8 +298,8 @@ def load_exported_weights(plans: dict, architecture: dict, num_input_channels: i
         raise NnsslError(f"plans '{plans['plans_name']}' has no pretrain_info; run nnssl_export -d <pretraining "
                          f"dataset> -m <method> -t {int(plans['dataset_name'][7:10])} first and train with "
                          f"-p nnsslPlans_<method>")
-    path = info["weights"]
-    if not Path(path).is_file():
+    path = exported_weights_path(plans)
+    if not path.is_file():
         raise NnsslError(f"pretrained weights {path} (from plans '{plans['plans_name']}') not found; rerun "
                          f"nnssl_export --overwrite")
     if sha256_of(path) != info["sha256"]:

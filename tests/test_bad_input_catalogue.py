@@ -431,7 +431,7 @@ def _ext_trainer_path() -> str:
 
 def _damaged_export(ctx, plans_name: str, damage: Callable[[Path], None]) -> Iterator[dict[str, str]]:
     plans = ctx.random_export(plans_name)
-    damage(Path(plans["pretrain_info"]["weights"]))
+    damage(ctx.preprocessed / LAB / plans["pretrain_info"]["weights"])
     ctx.monkeypatch.setenv("nnUNet_extTrainer", _ext_trainer_path())
     yield {}
 

@@ -53,7 +53,7 @@ def test_export_file_is_safe_complete_and_accepted_by_stock_pretrained_weights(e
     assert info["method"] == "moco_zca" and info["whitening"] and len(info["sha256"]) == 64
     dataset_json = json.loads((exported.preprocessed / LAB / "dataset.json").read_text())
     network = build_planned_network(plans, "3d_cpu", 1, dataset_json)
-    load_pretrained_weights(network, info["weights"], verbose=False)  # nnU-Net's own -pretrained_weights path
+    load_pretrained_weights(network, exported.preprocessed / LAB / info["weights"], verbose=False)  # nnU-Net's own -pretrained_weights path
     for key, value in payload["network_weights"].items():
         if key.startswith("encoder."):
             assert torch.equal(network.state_dict()[key], value)

@@ -117,7 +117,7 @@ def test_trainer_refuses_plans_without_pretrain_info(in_world):
 ])
 def test_trainer_refuses_missing_truncated_or_changed_weights(in_world, damage, message):
     plans = _random_export(in_world, f"nnsslPlans_damaged_{damage}")
-    weights = plans["pretrain_info"]["weights"]
+    weights = in_world.preprocessed / LAB / plans["pretrain_info"]["weights"]  # relative to the dataset folder
     if damage == "delete":
         os.remove(weights)
     elif damage == "truncate":
