@@ -46,12 +46,31 @@ def check_environment() -> list[str]:
             problems.append(f"{var}={value} does not exist (mkdir -p it, or point {var} at your nnU-Net folder)")
         elif not os.access(value, os.W_OK):
             problems.append(f"{var}={value} is not writable")
+    ext_problem = check_ext_trainer(os.environ.get("nnUNet_extTrainer"))
+    if ext_problem:
+        problems.append(ext_problem)
     for module in ("nnunetv2", "torch", "dynamic_network_architectures", "batchgeneratorsv2"):
         try:
             __import__(module)
         except ImportError as e:
             problems.append(f"python package {module} cannot be imported ({e}); pip install nnssl-plugin again")
     return problems
+
+
+def check_ext_trainer(value: str | None) -> str | None:
+    """One line if nnUNet_extTrainer (several folders joined by os.pathsep) lacks the plugin's trainer folder:
+    nnU-Net then stops with "Could not find requested nnunet trainer"; None when it is there."""
+    from nnssl_plugin.ext_trainers import ext_trainer_folder
+
+    ours = ext_trainer_folder()
+    fix = "export nnUNet_extTrainer=$(nnssl_env --ext-trainer-path)"
+    if not value:
+        return f"nnUNet_extTrainer is not set, so nnU-Net cannot find the plugin's trainers; run: {fix}"
+    folders = [Path(p) for p in value.split(os.pathsep) if p]
+    if not any(folder.resolve() == ours.resolve() for folder in folders):
+        return (f"nnUNet_extTrainer={value} lacks the plugin's trainer folder {ours}, so nnU-Net cannot find the "
+                f"plugin's trainers; run: {fix}")
+    return None
 
 
 @cli_entry(PROG)
@@ -67,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in problems:
             print(f"missing: {line}")
         if not problems:
-            print("ok: nnU-Net folders set and writable, packages importable")
+            print("ok: nnU-Net folders set and writable, nnUNet_extTrainer holds the plugin's trainers, packages "
+                  "importable")
         return 1 if problems else 0
     root = Path(args.root).expanduser() if args.root else Path.home() / "nnUNet_data"
     for line in environment_lines(root.resolve()):
