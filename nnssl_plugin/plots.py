@@ -3,6 +3,7 @@ the end)."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -25,9 +26,41 @@ def _rank_names(ranks: list) -> list[str]:
     return list(dict.fromkeys(name for epoch in ranks for name in (epoch or {})))
 
 
+def distinct_colours(n: int) -> list[tuple]:
+    """`n` colours, no two alike: tab10 up to 10; tab20 (its ten darker, then its ten lighter shades) up to 20;
+    evenly spaced samples of a continuous map beyond."""
+    if n <= 10:
+        return [tuple(c) for c in plt.get_cmap("tab10").colors[:n]]
+    if n <= 20:
+        tab20 = plt.get_cmap("tab20").colors
+        return [tuple(c) for c in (tab20[0::2] + tab20[1::2])[:n]]
+    return [tuple(c) for c in plt.get_cmap("turbo")(np.linspace(0.0, 1.0, n))]
+
+
+@dataclass
+class _Curve:
+    x: object
+    y: object
+    style: str  # line style and marker only: the colour is the panel's to give
+    label: str
+    width: float = 3
+    on_twin: bool = False
+    colour: object = None  # a fixed colour outside the palette (black for "by chance"), else one from it
+
+
+def _draw_panel(ax, twin, curves: list[_Curve]) -> None:
+    """Every curve of one panel, its axis and twin axis together, in a colour no other curve of the panel has:
+    the two axes keep separate legends, so a colour used on both would make two curves indistinguishable."""
+    palette = iter(distinct_colours(sum(c.colour is None for c in curves)))
+    for curve in curves:
+        colour = curve.colour if curve.colour is not None else next(palette)
+        (twin if curve.on_twin else ax).plot(curve.x, curve.y, curve.style, color=colour, label=curve.label,
+                                             linewidth=curve.width)
+
+
 def progress_figure(log: dict):
     """The progress figure: losses; pretext top-1 and effective rank; held-out values (only when the log has some);
-    epoch time and learning rate. None before the first epoch ends."""
+    epoch time and learning rate. Within a panel no two curves share a colour. None before the first epoch ends."""
     epochs = min(len(log["train_losses"]), len(log["epoch_end_timestamps"]))
     if epochs == 0:
         return None
@@ -35,51 +68,50 @@ def progress_figure(log: dict):
     x = np.arange(epochs)
     fig, axes = plt.subplots(4 if heldout else 3, 1, figsize=(20, 21 if heldout else 16))
     ax = axes[0]
-    for key, style in (("train_losses", "b-"), ("val_losses", "r-"), ("loss_global", "b:"), ("loss_local", "g:"),
-                       ("loss_voxel", "b:"), ("loss_restore", "g:")):
+    curves = []
+    for key, style in (("train_losses", "-"), ("val_losses", "-"), ("loss_global", ":"), ("loss_local", ":"),
+                       ("loss_voxel", ":"), ("loss_restore", ":")):
         at, values = defined(log.get(key, []), epochs)
         if values:
-            ax.plot(at, values, style, label=LABELS.get(key, key), linewidth=3)
+            curves.append(_Curve(at, values, style, LABELS.get(key, key)))
+    _draw_panel(ax, None, curves)
     ax.set_xlabel("epoch")
     ax.set_ylabel("SSL loss")
     ax.legend(loc="upper right")
-    ax = axes[1]
-    for key, style in (("top1_train", "b-"), ("top1_val", "r-")):
-        ax.plot(*defined(log.get(key, []), epochs), style, label=LABELS[key], linewidth=3)
+    ax, twin = axes[1], axes[1].twinx()
+    curves = [_Curve(*defined(log.get(key, []), epochs), "-", LABELS[key]) for key in ("top1_train", "top1_val")]
+    ranks = log["erank"][:epochs]
+    curves += [_Curve(x, [(epoch or {}).get(name, np.nan) for epoch in ranks], "-", f"effective rank ({name})",
+                      width=2, on_twin=True) for name in _rank_names(ranks)]
+    held_ranks = log.get("heldout_erank", [])[:epochs]
+    curves += [_Curve(*defined([None if e is None else e.get(name) for e in held_ranks], epochs), "o--",
+                      f"held-out effective rank ({name})", width=2, on_twin=True) for name in _rank_names(held_ranks)]
+    _draw_panel(ax, twin, curves)
     ax.set_ylabel("pretext top-1")
     ax.set_ylim(0, 1.05)
     ax.legend(loc="upper left")
-    twin = ax.twinx()
-    ranks = log["erank"][:epochs]
-    for name in _rank_names(ranks):
-        twin.plot(x, [(epoch or {}).get(name, np.nan) for epoch in ranks], label=f"effective rank ({name})",
-                  linewidth=2)
-    held_ranks = log.get("heldout_erank", [])[:epochs]
-    for name in _rank_names(held_ranks):
-        at, values = defined([None if e is None else e.get(name) for e in held_ranks], epochs)
-        twin.plot(at, values, "o--", label=f"held-out effective rank ({name})", linewidth=2)
     twin.set_ylabel("effective rank (RankMe)")
     twin.legend(loc="upper right")
     if heldout:
-        ax = axes[2]
-        ax.plot(*defined(log.get("heldout_top1", []), epochs), "mo-", label="held-out top-1", linewidth=3)
-        ax.plot(*defined(log.get("heldout_chance", []), epochs), "k:", label="held-out top-1 by chance", linewidth=2)
+        ax, twin = axes[2], axes[2].twinx()
+        _draw_panel(ax, twin, [
+            _Curve(*defined(log.get("heldout_top1", []), epochs), "o-", "held-out top-1"),
+            _Curve(*defined(log.get("heldout_chance", []), epochs), ":", "held-out top-1 by chance", width=2,
+                   colour="black"),
+            _Curve(*defined(log.get("heldout_loss", []), epochs), "s-", "held-out loss", on_twin=True)])
         ax.set_xlabel("epoch")
         ax.set_ylabel("held-out pretext top-1 (labelled target, never trained on)")
         ax.set_ylim(0, 1.05)
         ax.set_xlim(-0.5, epochs - 0.5)
         ax.legend(loc="upper left")
-        twin = ax.twinx()
-        twin.plot(*defined(log.get("heldout_loss", []), epochs), "cs-", label="held-out loss", linewidth=3)
         twin.set_ylabel("held-out SSL loss")
         twin.legend(loc="upper right")
-    ax = axes[-1]
+    ax, twin = axes[-1], axes[-1].twinx()
     durations = np.array(log["epoch_end_timestamps"][:epochs]) - np.array(log["epoch_start_timestamps"][:epochs])
-    ax.plot(x, durations, "b-", label="epoch duration (s)", linewidth=3)
+    _draw_panel(ax, twin, [_Curve(x, durations, "-", "epoch duration (s)"),
+                           _Curve(x, log["lrs"][:epochs], "-", "learning rate", on_twin=True)])
     ax.set_xlabel("epoch")
     ax.legend(loc="upper left")
-    twin = ax.twinx()
-    twin.plot(x, log["lrs"][:epochs], "g-", label="learning rate", linewidth=3)
     twin.legend(loc="upper right")
     fig.tight_layout()
     return fig

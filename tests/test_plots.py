@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from matplotlib.colors import to_rgba
 
-from nnssl_plugin.plots import curve_group, curve_styles, defined, plot_progress, plot_spectrum, progress_figure
+from nnssl_plugin.plots import (curve_group, curve_styles, defined, distinct_colours, plot_progress, plot_spectrum,
+                                progress_figure)
 
 NAMES = ["random init", "run_moco_seed0 (moco, raw)", "run_moco_seed1 (moco, raw)",
          "run_zca_seed0 (moco_zca, raw)", "run_zca_seed0 (moco_zca, whitened)", "run_zca_seed1 (moco_zca, raw)"]
@@ -78,3 +81,37 @@ def test_progress_without_heldout_keys_or_with_none_only_keeps_three_panels(tmp_
         assert len(fig.axes) == 5  # 3 panels, 2 with a twin axis
     plot_progress(_log(4, heldout_every=2), tmp_path / "progress.png")
     assert (tmp_path / "progress.png").stat().st_size > 1000
+
+
+def _dense_log(epochs: int) -> dict:
+    """A dense method's log: voxel and restoration terms, six ranked representations, held-out ranks of each."""
+    log = _log(epochs, heldout_every=2)
+    names = [f"level {i}" for i in range(5)] + ["concatenation"]
+    log.update(loss_global=[None] * epochs, loss_voxel=[1.5] * epochs, loss_restore=[0.3] * epochs,
+               erank=[{n: 2.0 + i for i, n in enumerate(names)}] * epochs,
+               heldout_erank=[{n: 3.0 for n in names} if e % 2 else None for e in range(epochs)])
+    return log
+
+
+def _panels(fig) -> list[list]:
+    """The lines of each panel, an axis and its twin together (a twin shares its axis's position)."""
+    panels: dict[tuple, list] = {}
+    for ax in fig.axes:
+        panels.setdefault(tuple(np.round(ax.get_position().bounds, 6)), []).extend(ax.get_lines())
+    return list(panels.values())
+
+
+@pytest.mark.parametrize("log", [_log(5, heldout_every=2), _log(3, heldout_every=None), _dense_log(6)],
+                         ids=["moco_heldout", "moco", "dense_14_curves"])
+def test_progress_curves_of_a_panel_never_share_a_colour_across_its_twin_axes(log):
+    panels = _panels(progress_figure(log))
+    assert len(panels) == (4 if "heldout_loss" in log else 3)
+    for lines in panels:
+        colours = [to_rgba(line.get_color()) for line in lines]
+        assert len(set(colours)) == len(colours), [line.get_label() for line in lines]
+
+
+@pytest.mark.parametrize("n", [1, 10, 14, 20, 33])
+def test_distinct_colours_are_distinct(n):
+    colours = distinct_colours(n)
+    assert len(colours) == n and len({tuple(np.round(c, 6)) for c in colours}) == n
