@@ -25,7 +25,8 @@ class MocoConfig:
     local_grid: int = 2  # regions per axis of the views' overlap (2 -> 8 regions in 3d, 4 in 2d)
     local_temperature: float = 0.2  # Hassanpour et al. 2024 (arXiv 2402.14611)
     view_scale: tuple[float, float] | None = None  # per-view random resized crop; off until (0.7, 1.4) is measured
-    view_shift: float = 0.5  # largest offset between the two views, a fraction of the patch per axis
+    view_shift: float = 0.25  # largest offset between the views per axis, a fraction of the patch (0.5: at chance)
+    key_update: str = "period"  # "period": key function frozen per queue turnover (no age cue); "step": MoCo v2's EMA
     pooling: str = "avg"  # MoCo v2's global average pool; "max": the average of an instance-normalised map barely varies
     family: str = "moco"  # which network and two-view loader the trainer assembles
 

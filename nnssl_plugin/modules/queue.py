@@ -79,6 +79,12 @@ class KeyQueue(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
+    @torch.no_grad()
+    def clear(self) -> None:
+        """Mark every slot never filled (no negatives until new keys arrive) and restart at row 0."""
+        self.case_ids.fill_(NEVER_FILLED)
+        self.ptr.zero_()
+
     def filled(self) -> int:
         """How many slots hold real keys (a host sync)."""
         return int((self.case_ids != NEVER_FILLED).sum())

@@ -14,7 +14,8 @@ same as mixing batch t in with weight
 
 using the mixture rule of `nnssl_plugin.ops.whitening` (so the between-batch spread of the means is counted).
 `w` = ZCA(running Σ) is refreshed after every update, so `mean` and `w` are always the exported pair.
-Training modes (the statistics of one step are used for the queries and, detached, for the keys):
+Training modes (the statistics of one step whiten the queries; the keys use the key function's copy of them,
+refreshed with the key encoder: MocoNetwork, `key_update`):
 - "running": update with the detached batch, then whiten with the running (mean, W): a fixed linear map per step.
 - "hybrid": Σ = (1 − a)·Σ_run + a·Σ_batch (mixture rule, running part detached and taken before this update,
   batch part with gradient), a = max(batch_share, α_t); W = ZCA(Σ) differentiable; then update the running

@@ -98,7 +98,7 @@ def test_global_loss_masks_unfilled_slots_and_same_case_keys():
 
 
 def test_pair_embeddings_interface_and_same_statistics_for_queries_and_keys():
-    net = _net("moco_zca").train()
+    net = _net("moco_zca", key_update="step").train()
     for _ in range(3):  # move the running whitening
         net.pair_embeddings(*_batch(seed=1)[:2])
     v1, _, _ = _batch(seed=2)
@@ -120,7 +120,7 @@ def test_pair_embeddings_interface_and_same_statistics_for_queries_and_keys():
 
 
 def test_after_step_updates_ema_and_queue_with_case_ids():
-    net = _net()
+    net = _net(key_update="step")
     v1, v2, geometry = _batch()
     out = net(v1, v2, **geometry, case_ids=torch.tensor([4, 9]))
     with torch.no_grad():
@@ -134,13 +134,53 @@ def test_after_step_updates_ema_and_queue_with_case_ids():
     assert net.queue.case_ids[:3].tolist() == [4, 9, -1]
 
 
+def test_period_key_update_freezes_the_key_function_until_the_queue_is_full():
+    net = _net("moco_zca", queue_size=8).train()  # batch 2: a period of 4 steps
+    v1, v2, geometry = _batch()
+    probe = _batch(seed=5)[0]
+    key_encoder0 = [p.clone() for p in net.key_encoder.parameters()]
+    encoder0 = [p.clone() for p in net.encoder.parameters()]
+    key_stats0 = net.key_mean.clone(), net.key_w.clone()
+    keys = []
+    for step in range(4):
+        out = net(v1, v2, **geometry, case_ids=torch.tensor([2 * step, 2 * step + 1]))
+        with torch.no_grad():
+            for p in net.encoder.parameters():
+                p.add_(0.5)  # an optimiser step
+            keys.append(net.pair_embeddings(probe, probe)["k"])  # moves only the running whitening
+        net.after_step(out)
+        if step < 3:  # frozen while the queue fills: same keys, same statistics, queue growing
+            assert all(torch.equal(a, b) for a, b in zip(net.key_encoder.parameters(), key_encoder0))
+            assert torch.equal(net.key_mean, key_stats0[0]) and torch.equal(net.key_w, key_stats0[1])
+            assert net.queue.filled() == 2 * (step + 1) and int(net.steps_since_refresh) == step + 1
+    assert all(torch.equal(k, keys[0]) for k in keys), "keys of one input differ within a period"
+    # full after 4 steps: the EMA catches up in one move, the statistics are the running ones, the queue restarts
+    caught_up = 0.99 ** 4
+    for k, k0, q0 in zip(net.key_encoder.parameters(), key_encoder0, encoder0):
+        torch.testing.assert_close(k, caught_up * k0 + (1 - caught_up) * (q0 + 2.0))
+    assert torch.equal(net.key_mean, net.whitening.mean) and torch.equal(net.key_w, net.whitening.w)
+    assert net.queue.filled() == 0 and int(net.queue.ptr) == 0 and int(net.steps_since_refresh) == 0
+    with pytest.raises(ValueError, match="key_update"):
+        _net(key_update="sometimes")
+
+
+def test_checkpoint_without_the_period_state_loads():
+    net = _net("moco_zca")
+    state = {k: v for k, v in net.state_dict().items() if k not in ("steps_since_refresh", "key_mean", "key_w")}
+    state["whitening.mean"] = torch.full_like(state["whitening.mean"], 0.25)
+    fresh = _net("moco_zca")
+    fresh.load_state_dict(state)
+    assert int(fresh.steps_since_refresh) == 0 and torch.equal(fresh.key_mean, state["whitening.mean"])
+    assert torch.equal(fresh.key_w, state["whitening.w"])
+
+
 def test_all_state_is_persistent_and_round_trips():
     net = _net("moco_zca")
     v1, v2, geometry = _batch()
     net.after_step(net(v1, v2, **geometry, case_ids=torch.tensor([0, 1])))
     state = net.state_dict()
     assert {"queue.keys", "queue.case_ids", "queue.ptr", "whitening.mean", "whitening.w", "whitening.cov",
-            "whitening.step"} <= set(state)
+            "whitening.step", "steps_since_refresh", "key_mean", "key_w"} <= set(state)
     fresh = _net("moco_zca")
     fresh.load_state_dict(state)
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
@@ -157,7 +197,7 @@ def test_pretrained_state_loads_strictly_into_the_planned_unet_encoder():
 
 def test_patch_too_small_for_the_local_grid_is_named():
     with pytest.raises(ValueError, match=r"patch \[2, 16, 16\] is too small for the local-loss grid of 2 .* >= 3"):
-        build_moco_network(_unet(), method_config("moco_zca"), 2, (2, 16, 16), (1, 4, 4))
+        build_moco_network(_unet(), replace(method_config("moco_zca"), view_shift=0.5), 2, (2, 16, 16), (1, 4, 4))
 
 
 def test_under_bf16_autocast_the_whitening_stays_fp32_and_the_loss_finite():
@@ -193,3 +233,5 @@ def test_max_pooling_option_pools_the_whitened_or_raw_map_by_its_maximum(method)
         assert torch.allclose(out["whitened"], whitened.flatten(2).amax(2))
     with pytest.raises(ValueError, match="pooling"):
         build_moco_network(unet, replace(method_config(method), pooling="gem"), 2, (8, 16, 16), (2, 4, 4), 1)
+
+
