@@ -265,7 +265,8 @@ class nnsslPretrainer(nnUNetTrainer):
 
     @staticmethod
     def _scalars(out: dict) -> dict:
-        return {"loss": out["loss"].item(), "top1": out["top1"],
+        # no term (MoCo's queue still filling): no loss to average; the step is left out of the epoch means
+        return {"loss": out["loss"].item() if out["terms"] else None, "top1": out["top1"],
                 **{k: (out["terms"][k].item() if k in out["terms"] else None) for k in LOSS_TERMS}}
 
     def validation_step(self, batch: dict) -> dict:
@@ -279,14 +280,15 @@ class nnsslPretrainer(nnUNetTrainer):
         for key, log_key in (("loss", "train_losses"), ("top1", "top1_train")):
             values = [o[key] for o in train_outputs if o[key] is not None]
             self.logger.log(log_key, float(np.mean(values)) if values else None, self.current_epoch)
-        for key in LOSS_TERMS:  # a term skipped in a step (MoCo's queue filling) counts 0: the means add up
-            values = [o[key] for o in train_outputs]
+        for key in LOSS_TERMS:  # a term skipped in a step with a loss counts 0 (moco_zca's global): the means add up
+            values = [o[key] for o in train_outputs if o["loss"] is not None]
             mean = float(np.mean([0.0 if v is None else v for v in values])) if any(v is not None for v in values) \
                 else None
             self.logger.log(key, mean, self.current_epoch)
 
     def on_validation_epoch_end(self, val_outputs: list[dict]):
-        self.logger.log("val_losses", float(np.mean([o["loss"] for o in val_outputs])), self.current_epoch)
+        losses = [o["loss"] for o in val_outputs if o["loss"] is not None]
+        self.logger.log("val_losses", float(np.mean(losses)) if losses else None, self.current_epoch)
         top1 = [o["top1"] for o in val_outputs if o["top1"] is not None]  # None: MoCo's queue still filling
         self.logger.log("top1_val", float(np.mean(top1)) if top1 else None, self.current_epoch)
         names = val_outputs[0]["embeddings"].keys()
@@ -299,10 +301,10 @@ class nnsslPretrainer(nnUNetTrainer):
         self.logger.log("epoch_end_timestamps", time.time(), self.current_epoch)
         get = lambda key: self.logger.get_value(key, step=-1)  # noqa: E731
         terms = ", ".join(f"{k[len('loss_'):]} {get(k):.4f}" for k in LOSS_TERMS if get(k) is not None)
-        self.print_to_log_file(f"train_loss {get('train_losses'):.4f} (weighted terms: {terms}), val_loss on training "
-                               f"cases {get('val_losses'):.4f}")
+        fmt = lambda v, digits=3: "n/a" if v is None else f"{v:.{digits}f}"  # noqa: E731
+        self.print_to_log_file(f"train_loss {fmt(get('train_losses'), 4)} (weighted terms: {terms}), val_loss on "
+                               f"training cases {fmt(get('val_losses'), 4)}")
         ranks = ", ".join(f"{name} {value:.2f}" for name, value in get("erank").items())
-        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         self.print_to_log_file(f"pretext top-1 train {fmt(get('top1_train'))} val on training cases "
                                f"{fmt(get('top1_val'))}; effective rank: {ranks}")
         early = self.current_epoch + 1 < max(2, 0.2 * self.num_epochs)
