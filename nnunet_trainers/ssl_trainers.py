@@ -26,7 +26,7 @@ from torch._dynamo import OptimizedModule
 from nnssl_plugin.checkpoints import load_checkpoint_file, publish_written_file
 from nnssl_plugin.export import load_exported_weights, verify_frozen_unchanged
 from nnssl_plugin.modules.probe import LinearProbeNetwork
-from nnssl_plugin.modules.whitening import attach_bottleneck_whitening
+from nnssl_plugin.modules.probe_levels import attach_exported_whitening, level_set_for
 from nnssl_plugin.schedules import WarmupPolyLRScheduler
 
 
@@ -103,7 +103,7 @@ class nnUNetTrainerSSLInit(nnUNetTrainerSSLScratch):
                                    enable_deep_supervision: bool = True) -> nn.Module:
         network = nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
                                                            num_output_channels, enable_deep_supervision)
-        return with_exported_whitening(network, plans_manager)
+        return attach_exported_whitening(network, plans_manager.plans.get("pretrain_info"))
 
     def initialize(self):
         super().initialize()
@@ -160,8 +160,7 @@ class nnUNetTrainerSSLLinear(nnUNetTrainerSSLInit):
         unet = nnUNetTrainerSSLInit.build_network_architecture(plans_manager, configuration_manager,
                                                                num_input_channels, num_output_channels, False)
         info = plans_manager.plans.get("pretrain_info") or {}
-        levels = "decoder" if any(p.startswith("decoder") for p in info.get("pretrained_prefixes", [])) else "encoder"
-        return LinearProbeNetwork(unet, num_output_channels, levels)
+        return LinearProbeNetwork(unet, num_output_channels, level_set_for(info.get("pretrained_prefixes", [])))
 
     def set_deep_supervision_enabled(self, enabled: bool):
         pass  # the probe network has a single output
@@ -176,11 +175,3 @@ class nnUNetTrainerSSLLinear(nnUNetTrainerSSLInit):
             self.print_to_log_file(f"verified: the {n} frozen pretrained tensors are bit-identical to "
                                    f"{self.plans_manager.plans['pretrain_info']['weights']}: only the probe trained")
 
-
-# ----- helpers (shared by the trainers; no trainer state beyond what they are given) ----------------------------
-def with_exported_whitening(network: nn.Module, plans_manager: PlansManager) -> nn.Module:
-    info = plans_manager.plans.get("pretrain_info") or {}
-    whitening = info.get("whitening_shape")
-    if whitening:
-        attach_bottleneck_whitening(network, int(whitening[0]), int(whitening[1]))
-    return network

@@ -26,6 +26,7 @@ from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 from nnssl_plugin.cli import export as export_cli
 from nnssl_plugin.cli import prepare as prepare_cli
+from nnssl_plugin.cli import probe as probe_cli
 from nnssl_plugin.cli import pretrain as pretrain_cli
 from nnssl_plugin.data.two_view import TwoViewDataLoader
 from nnssl_plugin.errors import NnsslError
@@ -180,7 +181,8 @@ def _nnunet_train(argv: list[str]) -> int:
 
 
 MAINS: dict[str, Callable[[list[str]], int]] = {"nnssl_prepare": prepare_cli.main, "nnssl_pretrain": pretrain_cli.main,
-                                                 "nnssl_export": export_cli.main, "nnUNetv2_train": _nnunet_train}
+                                                 "nnssl_export": export_cli.main, "nnUNetv2_train": _nnunet_train,
+                                                 "nnssl_probe": probe_cli.main}
 
 
 # ----- one case per catalogue row: set up (yield the command's <placeholders>), then check what is left ---------------
@@ -276,13 +278,13 @@ def _(ctx):
 
 
 def _tiny_plans(ctx) -> None:
-    """Plans 'nnsslCatalogueTiny' for 990: 3d_cpu with a 2-voxel axis (on 3d_cpu's data)."""
+    """Plans 'nnsslCatalogueTiny' for 990: 3d_cpu with a 1-voxel axis (on 3d_cpu's data)."""
     path = ctx.preprocessed / UNL / "nnsslCatalogueTiny.json"
     if path.exists():
         return
     plans = json.loads((ctx.preprocessed / UNL / "nnsslPretrainPlans.json").read_text())
     plans["plans_name"] = "nnsslCatalogueTiny"
-    plans["configurations"]["3d_cpu_thin"] = {"inherits_from": "3d_cpu", "patch_size": [2, 48, 48]}
+    plans["configurations"]["3d_cpu_thin"] = {"inherits_from": "3d_cpu", "patch_size": [1, 48, 48]}
     path.write_text(json.dumps(plans, indent=2))
 
 
@@ -454,6 +456,29 @@ def _(ctx):
 @case("ext-trainer-unset")
 def _(ctx):
     yield {}
+
+
+# ----- nnssl_probe: every row fails before any feature is computed ---------------------------------------------------
+for _probe_row in ("probe-random-without-levels", "probe-unknown-levels-like", "probe-unknown-source",
+                   "probe-plans-without-pretrain-info", "probe-fold-not-in-splits", "probe-unlabelled-target",
+                   "probe-weight-decay-zero", "probe-cuda-not-available"):
+    @case(_probe_row)
+    def _(ctx):
+        yield {}
+
+
+@case("probe-run-without-weights")
+def _(ctx):
+    (ctx.tmp / "empty_run" / "fold_all").mkdir(parents=True)
+    yield {"<empty_run>": str(ctx.tmp / "empty_run")}
+
+
+@case("probe-architecture-differs")
+def _(ctx):
+    arch = _target_arch(ctx)
+    arch["arch_kwargs"] = {**arch["arch_kwargs"], "features_per_stage": [4, 8, 16, 32, 40]}
+    _nnssl_checkpoint(ctx.tmp / "other.pth", arch, 1)
+    yield {"<other.pth>": str(ctx.tmp / "other.pth")}
 
 
 # ----- the parametrised test ------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Per level a 1×1(×1) convolution to the classes, upsampled (linear interpolation) to the input size, summed: a
 linear map of the features at every voxel. Levels are the encoder stages (encoder-pretrained methods) or the
-bottleneck plus every decoder stage output (encoder+decoder methods). Only the probe is trainable.
+bottleneck plus every decoder stage output (encoder+decoder methods), read by `probe_levels.read_levels`, the
+definition `nnssl_probe` shares. Only the probe is trainable.
 
 Shape: x (n, c_in, *spatial) → logits (n, classes, *spatial).
 """
@@ -12,27 +13,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnssl_plugin.modules.pyramid import unet_pyramid
+from nnssl_plugin.modules.probe_levels import check_level_set, level_channels, read_levels
 
 
 class LinearProbeNetwork(nn.Module):
     def __init__(self, unet: nn.Module, num_classes: int, levels: str = "encoder"):
         super().__init__()
-        if levels not in ("encoder", "decoder"):
-            raise ValueError(f"levels must be 'encoder' or 'decoder', got {levels!r}")
-        self.unet, self.levels = unet, levels
+        self.unet, self.levels = unet, check_level_set(levels)
         for p in self.unet.parameters():
             p.requires_grad_(False)
         conv = unet.encoder.conv_op
-        channels = list(unet.encoder.output_channels)
-        if levels == "decoder":
-            channels = [channels[-1], *reversed(channels[:-1])]  # bottleneck, then decoder stages coarse to fine
-        self.probes = nn.ModuleList(conv(c, num_classes, kernel_size=1) for c in channels)
+        self.probes = nn.ModuleList(conv(c, num_classes, kernel_size=1) for c in level_channels(unet, levels))
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.levels == "encoder":
-            return self.unet.encoder(x)
-        return unet_pyramid(self.unet.encoder, self.unet.decoder, x)  # bottleneck, decoder stages coarse to fine
+        return read_levels(self.unet, x, self.levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]

@@ -66,7 +66,7 @@ def test_one_box_size_without_the_other_is_refused():
 
 
 def test_scaled_patch_check_follows_the_grid_and_the_scale_range():
-    config = replace(method_config("moco_zca"), local_grid=3, view_scale=(0.7, 1.4))
+    config = replace(method_config("moco_zca"), local_grid=3, view_scale=(0.7, 1.4), view_shift=0.5)
     need = min_patch_for_grid(3, (0.7, 1.4))
     assert need > 2 * 3 - 1  # scaling costs overlap
     build_moco_network(_unet(), config, 2, (need, 16, 16), (1, 4, 4), world_size=1)

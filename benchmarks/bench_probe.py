@@ -1,0 +1,81 @@
+"""Wall-clock cost of one `nnssl_probe` per checkpoint (the budget: at most a minute at 3d_cpu on the phantom on 2
+CPU cores), measured through the console script as a user runs it (Python start-up and imports included).
+
+Usage (after `make demo`, which leaves the phantom datasets and pretraining runs in ./nnssl_demo_work):
+    .venv/bin/python benchmarks/bench_probe.py [--work-dir nnssl_demo_work] [-d 991] [-c 3d_cpu] [-f 0]
+                                               [--repeats 1] [SOURCE ...]
+SOURCE defaults to every pretraining run of configuration -c under nnUNet_results/Dataset990_* plus random init
+read like `hier` (decoder levels) and like `moco` (encoder stages). Each probe writes its JSON to a temporary
+folder (the work dir is left as it was). Prints a markdown table: wall time (median over repeats), the probe's own
+split into features / fit / prediction, the regression's iterations, the mean Dice, the machine's load average.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def default_sources(results: Path, configuration: str) -> list[list[str]]:
+    runs = sorted(p for p in results.glob(f"Dataset990_*/nnsslPretrainer_*__{configuration}")
+                  if (p / "fold_all" / "pretrained_weights.pth").is_file())
+    return [[str(r)] for r in runs] + [["random", "--levels-like", "hier"], ["random", "--levels-like", "moco"]]
+
+
+def probe_once(source: list[str], args, env: dict, out: Path) -> tuple[float, dict]:
+    command = [str(Path(sys.executable).parent / "nnssl_probe"), *source, "-d", args.d, "-c", args.c, "-f",
+               str(args.f), "-device", "cpu", "-o", str(out)]
+    start = time.perf_counter()
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
+    return wall, json.loads(out.read_text())
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sources", nargs="*", help="run folders, weights files, export plans names or 'random'")
+    p.add_argument("--work-dir", default="nnssl_demo_work")
+    p.add_argument("-d", default="991")
+    p.add_argument("-c", default="3d_cpu")
+    p.add_argument("-f", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=1)
+    args = p.parse_args()
+    work = Path(args.work_dir).resolve()
+    if not (work / "nnUNet_preprocessed").is_dir():
+        raise SystemExit(f"{work} holds no nnU-Net folders; run `make demo` first (or pass --work-dir)")
+    env = {**os.environ, **{v: str(work / v) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}
+    sources = [[s] for s in args.sources] or default_sources(work / "nnUNet_results", args.c)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, source in enumerate(sources):
+            walls, record = [], None
+            for r in range(args.repeats):
+                load = os.getloadavg()[0]
+                wall, record = probe_once(source, args, env, Path(tmp) / f"probe_{i}_{r}.json")
+                walls.append(wall)
+            seconds = record["seconds"]
+            name = Path(source[0]).name if source[0] != "random" else " ".join(source)
+            rows.append(f"| {name} | {record['levels']} ({record['features']}) | {statistics.median(walls):.1f} | "
+                        f"{seconds['features']:.1f} / {seconds['fit']:.1f} / {seconds['prediction']:.1f} | "
+                        f"{record['regression']['iterations']} | {record['mean_dice']:.3f} | {load:.1f} |")
+    threads = record["cpu_threads"]
+    print(f"nnssl_probe -d {args.d} -c {args.c} -f {args.f} -device cpu: {len(record['train_cases'])} training, "
+          f"{len(record['val_cases'])} validation cases, {record['voxels_per_class']} voxels per class, "
+          f"{threads} torch CPU threads, {os.cpu_count()} CPUs\n")
+    print("| source | levels (features) | wall s | features / fit / prediction s | L-BFGS iterations | mean Dice | "
+          "load before |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

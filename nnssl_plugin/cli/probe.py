@@ -1,0 +1,93 @@
+"""`nnssl_probe`: Dice per organ of a linear probe on frozen features (a run, a weights file, an export or random
+init), fitted on one fold's training cases and scored on its validation cases, in about a minute on a CPU."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from nnssl_plugin.errors import NnsslError, cli_entry
+
+PROG = "nnssl_probe"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nnssl_plugin.probe.dense import ProbeConfig
+
+    defaults = ProbeConfig()
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, allow_abbrev=False)
+    p.add_argument("source", help="a run folder of nnssl_pretrain, a weights file (pretrained_weights.pth, "
+                                  "checkpoint_*.pth, an export's _weights.pth, a MIC-DKFZ nnssl checkpoint), an "
+                                  "export's plans name of -d (nnsslPlans_<method>), or 'random'")
+    p.add_argument("-d", required=True, help="the labelled target dataset (planned and preprocessed by nnU-Net)")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
+    p.add_argument("-p", default="nnUNetPlans", help="the target's plans (default nnUNetPlans)")
+    p.add_argument("-f", type=int, default=0, help="fold of the target's splits_final.json (default 0)")
+    p.add_argument("--levels-like", default=None,
+                   help="read the levels of this method (moco, moco_zca: encoder stages; hier, voxel2vec: bottleneck "
+                        "and decoder stages) or level set (encoder, decoder); required for 'random', which has none "
+                        "of its own: give the method it is compared with")
+    p.add_argument("--voxels-per-class", type=int, default=defaults.voxels_per_class,
+                   help=f"training voxels drawn per class (default {defaults.voxels_per_class})")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                   help=f"L2 weight decay of the regression (default {defaults.weight_decay:g})")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the voxel draw and of random init")
+    p.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"), help="device (default cuda)")
+    p.add_argument("-o", default=None, help="the JSON to write (default: next to the probed file; for random init "
+                                            "nnUNet_results/<dataset>/nnssl_probe/)")
+    return p
+
+
+@cli_entry(PROG)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from nnssl_plugin.cli.pretrain import cpu_threads
+    from nnssl_plugin.io_utils import atomic_write_json
+    from nnssl_plugin.modules.probe_levels import level_channels
+    from nnssl_plugin.paths import results_folder
+    from nnssl_plugin.probe.dense import ProbeConfig, run_dense_probe
+    from nnssl_plugin.probe.report import default_json_path, organ_lines, probe_record
+    from nnssl_plugin.probe.sources import RANDOM, load_frozen_source
+    from nnssl_plugin.probe.target import load_target
+
+    started = time.perf_counter()
+    if args.voxels_per_class < 1:
+        raise NnsslError(f"--voxels-per-class must be at least 1, got {args.voxels_per_class}")
+    if not args.weight_decay > 0:
+        raise NnsslError(f"--weight-decay must be > 0 (it makes the fit unique), got {args.weight_decay}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise NnsslError("CUDA is not available on this machine; pass -device cpu (or mps)")
+    threads = torch.get_num_threads()
+    if args.device == "cpu":
+        threads = cpu_threads()
+        torch.set_num_threads(threads)
+    target = load_target(args.d, args.p, args.c, args.f)
+    source = load_frozen_source(args.source, target.folder, target.plans, args.c, target.dataset_json,
+                                target.num_input_channels, args.levels_like, args.seed)
+    out = Path(args.o) if args.o else default_json_path(source, target, args.seed,
+                                                        results_folder() if args.source == RANDOM else None)
+    features = sum(level_channels(source.unet, source.levels))
+    print(f"{PROG}: {source.description}")
+    print(f"{PROG}: {source.levels} levels ({features} features) of {source.method} on {target.name} {args.c} fold "
+          f"{args.f}: {len(target.train)} training, {len(target.val)} validation case(s)")
+    config = ProbeConfig(voxels_per_class=args.voxels_per_class, weight_decay=args.weight_decay, seed=args.seed)
+    result = run_dense_probe(source.unet, source.levels, target.train, target.val, target.patch_size,
+                             len(target.class_names), torch.device(args.device), target.ignore_label, config)
+    for line in organ_lines(result, target):
+        print(line)
+    if not result.fit.converged:
+        print(f"{PROG}: WARNING: the regression stopped after {result.fit.iterations} iterations with max |gradient| "
+              f"{result.fit.gradient_max:.2e} > {config.tolerance:g}; raise --weight-decay for a better-conditioned "
+              f"fit", file=sys.stderr)
+    result.seconds["total"] = time.perf_counter() - started
+    atomic_write_json(out, probe_record(args.source, source, target, result, config, args.levels_like, args.device,
+                                        threads, features))
+    print(f"{PROG}: wrote {out} ({result.seconds['total']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""`nnssl_probe` through its console script on the phantom world: a run folder (moco_zca: encoder levels, whitened)
+and random init read like hier (decoder levels); one line per organ plus the mean, and the JSON where it belongs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+LAB = "Dataset991_PhantomBTCV"
+UNL = "Dataset990_PhantomUnlabelled"
+
+
+def _run_folder(world, monkeypatch, folder):
+    """A run folder holding a real pretrained-weights file: the pretrainer's own writer after initialize() (no step
+    is needed to test the probe's reading of it)."""
+    from nnssl_plugin.pretrain.registry import trainer_class
+    from nnssl_plugin.pretrained import write_pretrained_weights
+
+    for name, value in world.env.items():
+        if name.startswith("nnUNet_"):
+            monkeypatch.setenv(name, value)
+    plans = json.loads((world.preprocessed / UNL / "nnsslPretrainPlans.json").read_text())
+    dataset_json = json.loads((world.preprocessed / UNL / "dataset.json").read_text())
+    trainer = trainer_class("nnsslPretrainer_moco_zca_1epochs_1iters")(
+        {**plans, "continue_training": False}, "3d_cpu", "all", dataset_json, torch.device("cpu"))
+    trainer.initialize()
+    write_pretrained_weights(trainer, folder / "fold_all" / "pretrained_weights.pth")
+    return folder
+
+
+def _organ_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.split() and (line.split()[0].isdigit() or
+                                                                       line.split()[0] == "mean")]
+
+
+@pytest.mark.slow
+def test_probe_of_a_run_and_of_random_init_through_the_cli(world, monkeypatch, tmp_path):
+    run = _run_folder(world, monkeypatch,
+                      tmp_path / "nnsslPretrainer_moco_zca_1epochs_1iters__nnsslPretrainPlans__3d_cpu")
+    result = world.run("nnssl_probe", str(run), "-d", "991", "-c", "3d_cpu", "-device", "cpu",
+                       "--voxels-per-class", "500")
+    lines = _organ_lines(result.stdout)
+    assert len(lines) == 14 and lines[0].split()[:2] == ["1", "spleen"] and lines[-1].split()[0] == "mean"
+    tag = f"probe__{LAB}__nnUNetPlans__3d_cpu__fold0"
+    record = json.loads((run / "fold_all" / f"pretrained_weights.{tag}__encoder__seed0.json").read_text())
+    splits = json.loads((world.preprocessed / LAB / "splits_final.json").read_text()) \
+        if (world.preprocessed / LAB / "splits_final.json").is_file() else None
+    assert record["method"] == "moco_zca" and record["levels"] == "encoder" and record["whitened"]
+    assert record["regression"]["converged"] and len(record["dice"]) == 13
+    if splits is not None:
+        assert record["val_cases"] == splits[0]["val"]
+    assert record["mean_dice"] == pytest.approx(float(lines[-1].split()[1]), abs=1e-4)
+
+    results = tmp_path / "results"  # random init has no run: its JSON goes to nnUNet_results/<dataset>/nnssl_probe
+    random = subprocess.run([str(Path(sys.executable).parent / "nnssl_probe"), "random", "-d", "991", "-c", "3d_cpu",
+                             "-device", "cpu", "--voxels-per-class", "500", "--levels-like", "hier"],
+                            env={**world.env, "nnUNet_results": str(results)}, capture_output=True, text=True)
+    assert random.returncode == 0, random.stderr[-2000:]
+    assert len(_organ_lines(random.stdout)) == 14
+    record = json.loads((results / LAB / "nnssl_probe" / f"random.{tag}__decoder__seed0.json").read_text())
+    assert (record["method"], record["levels"], record["own_levels"], record["levels_like"]) == \
+        ("random", "decoder", None, "hier")
