@@ -1,4 +1,4 @@
-# The two set-up commands of the README. Both create ./.venv on first use (Python >= 3.10, 3.11 tested).
+# The two set-up commands of the README. Both create ./.venv on first use (Python >= 3.11, as pyproject.toml requires).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

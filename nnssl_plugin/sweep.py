@@ -3,15 +3,20 @@ mean Dice vs number of labelled cases (Kats et al. 2024, arXiv 2401.06473, Fig. 
 writes for each fold.
 
 `sweep_commands` lists the `nnUNetv2_train` calls (one per plans × fold, the baseline with the target's own plans);
+`run_logged` runs one of them with its whole output (stdout and stderr) streamed to a log file per run;
 `collect` reads each fold's `validation/summary.json` (nnU-Net's `foreground_mean` Dice over the fold's fixed
 validation cases) into rows; `write_outputs` writes `label_efficiency.csv` and `label_efficiency.png` (mean ± sd over
 repeats, one line per method).
 """
 from __future__ import annotations
 
+import collections
 import csv
+import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -32,6 +37,34 @@ class Run:
 
     def fold_folder(self, results: Path, dataset_name: str, configuration: str) -> Path:
         return results / dataset_name / f"{self.trainer}__{self.plans}__{configuration}" / f"fold_{self.fold}"
+
+    def log_path(self, folder: Path, configuration: str) -> Path:
+        """This run's log in the sweep's output folder: `logs/<trainer>__<plans>__<configuration>__fold_<f>.log`."""
+        return folder / "logs" / f"{self.trainer}__{self.plans}__{configuration}__fold_{self.fold}.log"
+
+
+def run_logged(argv: list[str], env: dict[str, str], log_path: Path, echo: TextIO | None = None
+               ) -> tuple[int, str, float]:
+    """Run `argv` with stdout and stderr merged and streamed line by line into `log_path` (appended after a header
+    naming the command, so a rerun keeps the failed attempt's log), and into `echo` too when given. Returns the exit
+    code, the last non-empty output line (a failure's exception message) and the seconds it took."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    last = collections.deque(maxlen=1)
+    start = time.monotonic()
+    with open(log_path, "a") as log:
+        log.write(f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} {subprocess.list2cmdline(argv)}\n")
+        log.flush()
+        with subprocess.Popen(argv, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1) as process:
+            for line in process.stdout:
+                log.write(line)
+                if echo is not None:
+                    echo.write(line)
+                    echo.flush()
+                if line.strip():
+                    last.append(line.strip())
+        log.write(f"<== exit code {process.returncode}\n")
+    return process.returncode, (last[0] if last else ""), time.monotonic() - start
 
 
 def method_label(plans: str) -> str:

@@ -1,11 +1,11 @@
-"""`nnssl_sweep`: fine-tune each export and a scratch baseline on few-label folds through `nnUNetv2_train`, then
-collect every fold's summary.json into label_efficiency.csv / .png (mean Dice vs labelled cases)."""
+"""`nnssl_sweep`: fine-tune each export and a scratch baseline on few-label folds through `nnUNetv2_train` (a
+progress line per run, nnU-Net's output in a log file per run), then collect every fold's summary.json into
+label_efficiency.csv / .png (mean Dice vs labelled cases)."""
 from __future__ import annotations
 
 import argparse
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="final validation without test-time mirroring (trainer suffix _noTTA; 8x faster on a CPU)")
     p.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"), help="device (default cuda)")
     p.add_argument("-o", default=None, help="output folder (default nnUNet_results/<dataset>/nnssl_sweep_<c>)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show nnU-Net's output live (it always goes to <output folder>/logs/, one file per run)")
     p.add_argument("--dry-run", action="store_true", help="print the nnU-Net commands, run nothing, write nothing")
     return p
 
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from nnssl_plugin.ext_trainers import with_ext_trainer_folder
     from nnssl_plugin.fewshot import add_fewshot_folds, labelled_identifiers
     from nnssl_plugin.paths import console_script, find_dataset_name, preprocessed_folder, results_folder
-    from nnssl_plugin.sweep import collect, sweep_runs, write_outputs
+    from nnssl_plugin.sweep import collect, run_logged, sweep_runs, write_outputs
 
     if not args.plans and args.baseline == "none":
         raise NnsslError("nothing to run: give --plans and/or --baseline scratch")
@@ -71,23 +73,27 @@ def main(argv: list[str] | None = None) -> int:
             print(shlex.join(command))
         return 0
     results = results_folder()
+    out = Path(args.o) if args.o else results / dataset / f"nnssl_sweep_{args.c}"
     env = {**os.environ, "nnUNet_extTrainer": with_ext_trainer_folder(os.environ.get("nnUNet_extTrainer"))}
     for i, (run, command) in enumerate(zip(runs, commands), 1):
+        step = f"[{i}/{len(runs)}]"
         if (run.fold_folder(results, dataset, args.c) / "validation" / "summary.json").is_file():
-            print(f"[{i}/{len(runs)}] done already: {shlex.join(command)}", flush=True)
+            print(f"{step} done already: {shlex.join(command)}", flush=True)
             continue
-        print(f"[{i}/{len(runs)}] {shlex.join(command)}", flush=True)
-        done = subprocess.run([console_script(command[0]), *command[1:]], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            tail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
-            raise NnsslError(f"'{shlex.join(command)}' failed ({tail}); its log is in "
-                             f"{run.fold_folder(results, dataset, args.c)}; rerun nnssl_sweep to continue")
+        log = run.log_path(out, args.c)
+        print(f"{step} {run.method} N={run.n} repeat {run.repeat}: {shlex.join(command)} (log: {log})", flush=True)
+        code, last_line, seconds = run_logged([console_script(command[0]), *command[1:]], env, log,
+                                              sys.stdout if args.verbose else None)
+        if code != 0:
+            raise NnsslError(f"'{shlex.join(command)}' failed with exit code {code} ({last_line or 'no output'}); "
+                             f"its output is in {log}; fix that, then rerun nnssl_sweep to continue")
+        row, _ = collect([run], results, dataset, args.c)
+        dice = f"mean Dice {row[0].mean_dice:.4f}" if row else "no summary.json written"
+        print(f"{step} finished in {seconds:.0f} s: {dice}", flush=True)
     rows, missing = collect(runs, results, dataset, args.c)
     if missing:
         raise NnsslError(f"{len(missing)} run(s) wrote no summary.json, e.g. fold {missing[0].fold} of "
-                         f"{missing[0].trainer}")
-    out = Path(args.o) if args.o else results / dataset / f"nnssl_sweep_{args.c}"
+                         f"{missing[0].trainer}; see {missing[0].log_path(out, args.c)}")
     csv_path, png_path = write_outputs(rows, out, f"{dataset} {args.c}: label efficiency")
     print("| method | " + " | ".join(f"N={n}" for n in args.n) + " |")
     print("| --- |" + " --- |" * len(args.n))
