@@ -9,23 +9,27 @@ user's own plans for that dataset are never touched. Labels that the unlabelled 
 """
 from __future__ import annotations
 
-import multiprocessing
+import hashlib
+import json
 import os
 import re
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from nnssl_plugin.data.jobs import WorkerDied, run_jobs
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.io_utils import atomic_write_json, load_json, publish_folder, staging_folder
+from nnssl_plugin.io_utils import atomic_write_json, load_json, publish_folder
 from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, raw_folder
 from nnssl_plugin.plans import load_plans, plans_for_dataset, plans_path, resolve_configuration
 
 DEFAULT_PLANS_NAME = "nnsslPretrainPlans"
 MARKER = "nnssl_prepare"  # key that marks the dataset.json / fingerprint files this module wrote
+CASE_DONE = ".nnssl_case.json"  # <case>.nnssl_case.json in the staging folder: the case's files are complete
+STATE_FILE = "nnssl_prepare_state.json"  # in the staging folder: what it is being built for
+CASE_FILES = (".b2nd", "_seg.b2nd", ".pkl", CASE_DONE)  # a finished case in the staging folder (nnU-Net's blosc2)
 
 
 @dataclass
@@ -65,9 +69,16 @@ def _channel_names(dataset_json: dict) -> dict:
     return dataset_json.get("channel_names", dataset_json.get("modality", {}))
 
 
+def _sources(image_files: list[str]) -> list[list]:
+    """What a finished case was made from: [path, size, mtime_ns] per channel file (a changed image is redone)."""
+    return [[f, os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in image_files]
+
+
 def _preprocess_case(identifier: str, image_files: list[str], out_stem: str, plans: dict, configuration: str,
                      dataset_json: dict) -> tuple[str, str | None, dict | None]:
-    """Worker: preprocess and save one case. Returns (identifier, error or None, fingerprint entries)."""
+    """Worker: preprocess and save one case, then mark it complete (`<out_stem>.nnssl_case.json`, written after
+    nnU-Net's files, holding the fingerprint entries and the source files' sizes and times). Returns (identifier,
+    error or None, fingerprint entries)."""
     from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -97,7 +108,59 @@ def _preprocess_case(identifier: str, image_files: list[str], out_stem: str, pla
         "shape_after_crop": [shape_after_crop[i] for i in backward],
         "relative_size": float(np.prod(shape_after_crop) / np.prod(properties["shape_before_cropping"])),
     }
+    atomic_write_json(Path(out_stem + CASE_DONE), {"fingerprint": fingerprint, "sources": _sources(image_files)})
     return identifier, None, fingerprint
+
+
+def _state(plans: dict, configuration: str) -> dict:
+    """What a staging folder is built for: the exact copied plans and the configuration."""
+    text = json.dumps(plans, sort_keys=True)
+    return {"configuration": configuration, "plans_sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def resumable_staging(final: Path, state: dict, cases: dict[str, list[str]], log=print
+                      ) -> tuple[Path, dict[str, dict]]:
+    """The folder `.<final>.partial` to build `final` in, and {case: fingerprint} of the cases it already holds
+    complete. An interrupted run's folder is kept when it was built for the same `state` (plans, configuration):
+    its complete cases whose source files are unchanged are kept; every other file in it is removed. Otherwise
+    the folder is made anew."""
+    staging = final.with_name(f".{final.name}.partial")
+    done: dict[str, dict] = {}
+    if staging.is_dir():
+        try:
+            same = load_json(staging / STATE_FILE) == state
+        except (ValueError, OSError):
+            same = False
+        if same:
+            for marker in staging.glob(f"*{CASE_DONE}"):
+                case = marker.name[:-len(CASE_DONE)]
+                try:
+                    record = load_json(marker)
+                except (ValueError, OSError):
+                    continue
+                if case in cases and record.get("sources") == _sources(cases[case]):
+                    done[case] = record["fingerprint"]
+            keep = {STATE_FILE} | {f"{c}{suffix}" for c in done for suffix in CASE_FILES}
+            for path in staging.iterdir():
+                if path.name not in keep:  # unfinished cases, temp files of a killed write
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if done:
+                log(f"resuming: {len(done)} of {len(cases)} case(s) already preprocessed in {staging} (left by an "
+                    f"interrupted run of this command)")
+        else:
+            log(f"{staging} was left by a run with other plans or configuration; starting over")
+            shutil.rmtree(staging)
+    if not staging.is_dir():
+        staging.mkdir(parents=True)
+        atomic_write_json(staging / STATE_FILE, state)
+    return staging, done
+
+
+def _publishable(staging: Path) -> None:
+    """Remove the resume bookkeeping: what is left is exactly nnU-Net's data folder."""
+    (staging / STATE_FILE).unlink()
+    for marker in staging.glob(f"*{CASE_DONE}"):
+        marker.unlink()
 
 
 def _ours_or_missing(path: Path) -> bool:
@@ -169,32 +232,41 @@ def prepare_unlabelled(dataset: str | int, target: str | int, configuration: str
     dataset_json[MARKER] = {"target_dataset": target_name, "target_plans": target_plans,
                             "note": "images only; labels of the raw dataset, if any, are ignored"}
     out_root.mkdir(parents=True, exist_ok=True)
-    staging = staging_folder(data_folder)
+    staging, done = resumable_staging(data_folder, _state(new_plans, configuration), cases, log)
     jobs = [(case, files, str(staging / case), new_plans, configuration, dataset_json)
-            for case, files in cases.items()]
+            for case, files in cases.items() if case not in done]
     log(f"preprocessing {len(jobs)} case(s) of {dataset_name} with {target_name}'s plans '{target_plans}' "
         f"({configuration}) into {data_folder}")
-    try:
-        if num_processes <= 1:
-            results = [_preprocess_case(*job) for job in jobs]
+    result = PrepareResult(dataset_name, data_folder, new_plans_file, written=list(done))
+    fingerprints = dict(done)
+
+    def collect(outcome) -> None:
+        identifier, error, fingerprint = outcome
+        if error is None:
+            result.written.append(identifier)
+            fingerprints[identifier] = fingerprint
         else:
-            with ProcessPoolExecutor(num_processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-                results = list(pool.map(_preprocess_case, *zip(*jobs)))
-        result = PrepareResult(dataset_name, data_folder, new_plans_file)
-        fingerprints = []
-        for identifier, error, fingerprint in results:
-            if error is None:
-                result.written.append(identifier)
-                fingerprints.append(fingerprint)
-            else:
-                result.failed[", ".join(cases[identifier])] = error
-        if not result.written:
-            raise NnsslError(f"no case of {dataset_name} could be preprocessed; first failure: "
-                             f"{next(iter(result.failed.items()))}; fix or remove the image file(s)")
-        publish_folder(staging, data_folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+            result.failed[", ".join(cases[identifier])] = error
+
+    try:
+        run_jobs(_preprocess_case, jobs, num_processes, collect)
+    except WorkerDied as e:
+        raise NnsslError(f"a worker process died after {e.finished} of {e.total} case(s) of this run (usually out "
+                         f"of memory: each worker holds one resampled case); the {len(result.written)} finished "
+                         f"case(s) are kept in {staging}: rerun the same command to resume, with fewer workers "
+                         f"(-np {max(1, num_processes // 2)})") from None
+    except KeyboardInterrupt:
+        log(f"interrupted: the {len(result.written)} finished case(s) are kept in {staging}; rerun the same command "
+            f"to resume")
         raise
+    if not result.written:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise NnsslError(f"no case of {dataset_name} could be preprocessed; first failure: "
+                         f"{next(iter(result.failed.items()))}; fix or remove the image file(s)")
+    _publishable(staging)
+    publish_folder(staging, data_folder)
+    result.written = [c for c in cases if c in fingerprints]  # the raw dataset's order
+    fingerprints = [fingerprints[c] for c in result.written]
 
     dataset_json["numTraining"] = len(result.written)
     if _ours_or_missing(out_root / "dataset.json"):
