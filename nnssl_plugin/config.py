@@ -21,6 +21,9 @@ class MocoConfig:
     zca_momentum: float = 0.01  # running (mean, Σ) over ~100 steps: the key encoder's horizon, 200 images at batch 2
     zca_batch_share: float | None = None  # hybrid: None = zca_momentum; the paper's 2/64 moved crops 8 % (limit 5 %)
     zca_min_images_per_channel: float = 1.0  # groups only if batch/zca_momentum < channels: between-image Σ full rank
+    # one channel per group: per-channel running standardisation, what the BatchNorm at the end of MoCo v2's ResNet
+    # does over the batch (nnU-Net's encoder ends in InstanceNorm, whose pooled output barely varies between crops)
+    zca_diagonal: bool = False
     local_weight: float = 0.0  # moco_zca: total = global + 0.5 * local (Hassanpour et al. 2024, arXiv 2402.14611)
     local_grid: int = 2  # regions per axis of the views' overlap (2 -> 8 regions in 3d, 4 in 2d)
     local_temperature: float = 0.2  # Hassanpour et al. 2024 (arXiv 2402.14611)

@@ -234,7 +234,7 @@ def build_moco_network(unet: nn.Module, config: MocoConfig, batch_size: int, pat
     """Wrap the planned U-Net's encoder (its decoder is not pretrained by MoCo and is not kept here). Sizes follow
     the effective batch (batch_size x world_size): the queue (`derived_queue_size`, unless config.queue_size) and
     the whitening groups (from the images behind the running estimate, batch / zca_momentum, not from positions,
-    so `strides` no longer matter; kept for the trainer's call)."""
+    so `strides` no longer matter; kept for the trainer's call; one channel per group with `zca_diagonal`)."""
     if config.pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, found '{config.pooling}'")
     channels = unet.encoder.output_channels[-1]
@@ -251,7 +251,8 @@ def build_moco_network(unet: nn.Module, config: MocoConfig, batch_size: int, pat
                                                          config.queue_min_size)
     whitening = None
     if config.zca:
-        groups = whitening_groups(channels, effective_batch / config.zca_momentum, config.zca_min_images_per_channel)
+        groups = channels if config.zca_diagonal else whitening_groups(channels, effective_batch / config.zca_momentum,
+                                                                        config.zca_min_images_per_channel)
         whitening = RunningWhitening(channels, groups, config.zca_eps, config.zca_momentum, config.zca_mode,
                                      config.zca_batch_share)
     return MocoNetwork(unet.encoder, channels, config, queue_size, whitening)

@@ -50,6 +50,20 @@ def test_sizes_follow_the_effective_batch():
     assert fixed.queue.keys.shape[0] == 100
 
 
+def test_diagonal_whitening_standardises_each_channel_by_its_running_moments():
+    net = build_moco_network(_unet(), replace(method_config("moco"), zca=True, zca_diagonal=True, zca_momentum=0.5),
+                             2, (8, 16, 16), (2, 4, 4), world_size=1)
+    assert net.whitening.groups == 16 and net.whitening.w.shape == (16, 1, 1)
+    torch.manual_seed(1)
+    x = torch.randn(2, 16, 3, 4, 4) * torch.linspace(0.5, 4.0, 16)[None, :, None, None, None] + 3.0
+    net.whitening.update(x)  # first update: the running moments are this batch's (bias-corrected)
+    flat = x.movedim(1, -1).reshape(-1, 16).double()
+    mean, var = flat.mean(0), flat.var(0, unbiased=False)
+    torch.testing.assert_close(net.whitening.mean.flatten().double(), mean, rtol=1e-5, atol=1e-5)
+    expected = 1 / torch.sqrt(var + net.config.zca_eps)
+    torch.testing.assert_close(net.whitening.w.flatten().double(), expected, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("method", ["moco", "moco_zca"])
 def test_global_loss_waits_for_real_keys_and_every_parameter_still_gets_a_gradient(method):
     net = _net(method)
