@@ -4,10 +4,16 @@ CPU cores), measured through the console script as a user runs it (Python start-
 Usage (after `make demo`, which leaves the phantom datasets and pretraining runs in ./nnssl_demo_work):
     .venv/bin/python benchmarks/bench_probe.py [--work-dir nnssl_demo_work] [-d 991] [-c 3d_cpu] [-f 0]
                                                [--repeats 1] [SOURCE ...]
+    .venv/bin/python benchmarks/bench_probe.py --online RUN_FOLDER   # a run of nnssl_pretrain ... --probe-every K
 SOURCE defaults to every pretraining run of configuration -c under nnUNet_results/Dataset990_* plus random init
 read like `hier` (decoder levels) and like `moco` (encoder stages). Each probe writes its JSON to a temporary
 folder (the work dir is left as it was). Prints a markdown table: wall time (median over repeats), the probe's own
 split into features / fit / prediction, the regression's iterations, the mean Dice, the machine's load average.
+
+`--online RUN_FOLDER` instead reads a finished run's online probe (`online_probe/*.json`, written by `nnssl_pretrain
+--probe-every K`) and its epoch times (`checkpoint_final.pth`): one row per probe, its wall time (writing and loading
+the weights included) and that time relative to the mean pretraining epoch (training and validation iterations; the
+held-out evaluation and the probe come after an epoch's end timestamp).
 """
 from __future__ import annotations
 
@@ -39,6 +45,33 @@ def probe_once(source: list[str], args, env: dict, out: Path) -> tuple[float, di
     return wall, json.loads(out.read_text())
 
 
+def online_table(run: Path) -> list[str]:
+    """The online probe's rows of a run folder (or its fold_all)."""
+    import torch
+
+    fold = run / "fold_all" if (run / "fold_all").is_dir() else run
+    records = sorted((fold / "online_probe").glob("*.json"), key=lambda p: (p.name != "random_init.json", p.name))
+    if not records or not (fold / "checkpoint_final.pth").is_file():
+        raise SystemExit(f"{fold} holds no online_probe/*.json or no checkpoint_final.pth; run nnssl_pretrain with "
+                         f"--eval-target D --probe-every K to the end first")
+    log = torch.load(fold / "checkpoint_final.pth", weights_only=True)["logging"]
+    epochs = [end - start for start, end in zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"])]
+    mean_epoch = statistics.mean(epochs)
+    rows = [f"{fold}: {len(epochs)} epochs of {mean_epoch:.1f} s on average (training and validation "
+            f"iterations), {os.cpu_count()} CPUs\n",
+            "| probe | levels (features) | wall s | features / fit / prediction s | L-BFGS iterations | mean Dice | "
+            "wall / mean epoch |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for path in records:
+        record = json.loads(path.read_text())
+        seconds, online = record["seconds"], record["online"]
+        name = f"after epoch {online['epoch']}" if "epoch" in online else "random init (at the start)"
+        rows.append(f"| {name} | {record['levels']} ({record['features']}) | {online['seconds']:.1f} | "
+                    f"{seconds['features']:.1f} / {seconds['fit']:.1f} / {seconds['prediction']:.1f} | "
+                    f"{record['regression']['iterations']} | {record['mean_dice']:.3f} | "
+                    f"{online['seconds'] / mean_epoch:.2f} |")
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="*", help="run folders, weights files, export plans names or 'random'")
@@ -47,7 +80,12 @@ def main() -> int:
     p.add_argument("-c", default="3d_cpu")
     p.add_argument("-f", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--online", default=None, metavar="RUN_FOLDER",
+                   help="report the online probe of this nnssl_pretrain run instead (no probe is run)")
     args = p.parse_args()
+    if args.online is not None:
+        print("\n".join(online_table(Path(args.online))))
+        return 0
     work = Path(args.work_dir).resolve()
     if not (work / "nnUNet_preprocessed").is_dir():
         raise SystemExit(f"{work} holds no nnU-Net folders; run `make demo` first (or pass --work-dir)")

@@ -59,12 +59,14 @@ def _draw_panel(ax, twin, curves: list[_Curve]) -> None:
 
 
 def progress_figure(log: dict):
-    """The progress figure: losses; pretext top-1 and effective rank; held-out values (only when the log has some);
-    epoch time and learning rate. Within a panel no two curves share a colour. None before the first epoch ends."""
+    """The progress figure: losses; pretext top-1 and effective rank; held-out values and the online probe's mean
+    Dice with its random-init reference (only when the log has some); epoch time and learning rate. Within a panel no
+    two curves share a colour. None before the first epoch ends."""
     epochs = min(len(log["train_losses"]), len(log["epoch_end_timestamps"]))
     if epochs == 0:
         return None
-    heldout = any(v is not None for key in ("heldout_loss", "heldout_top1") for v in log.get(key, [])[:epochs])
+    heldout = any(v is not None for key in ("heldout_loss", "heldout_top1", "probe_dice")
+                  for v in log.get(key, [])[:epochs])
     x = np.arange(epochs)
     fig, axes = plt.subplots(4 if heldout else 3, 1, figsize=(20, 21 if heldout else 16))
     ax = axes[0]
@@ -94,18 +96,15 @@ def progress_figure(log: dict):
     twin.legend(loc="upper right")
     if heldout:
         ax, twin = axes[2], axes[2].twinx()
-        _draw_panel(ax, twin, [
-            _Curve(*defined(log.get("heldout_top1", []), epochs), "o-", "held-out top-1"),
-            _Curve(*defined(log.get("heldout_chance", []), epochs), ":", "held-out top-1 by chance", width=2,
-                   colour="black"),
-            _Curve(*defined(log.get("heldout_loss", []), epochs), "s-", "held-out loss", on_twin=True)])
+        _draw_panel(ax, twin, [c for c in _heldout_curves(log, epochs) if len(c.y)])
         ax.set_xlabel("epoch")
-        ax.set_ylabel("held-out pretext top-1 (labelled target, never trained on)")
+        ax.set_ylabel("held-out pretext top-1 / online probe mean Dice\n(labelled target, never trained on)")
         ax.set_ylim(0, 1.05)
         ax.set_xlim(-0.5, epochs - 0.5)
         ax.legend(loc="upper left")
         twin.set_ylabel("held-out SSL loss")
-        twin.legend(loc="upper right")
+        if twin.get_lines():
+            twin.legend(loc="upper right")
     ax, twin = axes[-1], axes[-1].twinx()
     durations = np.array(log["epoch_end_timestamps"][:epochs]) - np.array(log["epoch_start_timestamps"][:epochs])
     _draw_panel(ax, twin, [_Curve(x, durations, "-", "epoch duration (s)"),
@@ -115,6 +114,21 @@ def progress_figure(log: dict):
     twin.legend(loc="upper right")
     fig.tight_layout()
     return fig
+
+
+def _heldout_curves(log: dict, epochs: int) -> list[_Curve]:
+    """The held-out panel: held-out top-1, its chance level and loss (twin axis); the online probe's mean Dice at the
+    probed epochs and its random-init reference as a dashed line across the panel (the latest value logged)."""
+    curves = [_Curve(*defined(log.get("heldout_top1", []), epochs), "o-", "held-out top-1"),
+              _Curve(*defined(log.get("heldout_chance", []), epochs), ":", "held-out top-1 by chance", width=2,
+                     colour="black"),
+              _Curve(*defined(log.get("heldout_loss", []), epochs), "s-", "held-out loss", on_twin=True),
+              _Curve(*defined(log.get("probe_dice", []), epochs), "D-", "online probe mean Dice")]
+    _, references = defined(log.get("probe_random_dice", []), epochs)
+    if references:
+        curves.append(_Curve([-0.5, epochs - 0.5], [references[-1]] * 2, "--", "online probe mean Dice, random init",
+                             width=2))
+    return curves
 
 
 def plot_progress(log: dict, path: str | os.PathLike) -> None:

@@ -8,7 +8,10 @@ from nnssl_plugin.plots import plot_progress
 LOSS_TERMS = ("loss_global", "loss_local", "loss_voxel", "loss_restore")  # None in epochs of methods without them
 # held-out evaluation (nnssl_plugin.heldout): None in epochs without an evaluation; erank: {representation: rank}
 HELDOUT_KEYS = ("heldout_loss", "heldout_top1", "heldout_chance", "heldout_erank")
-SSL_KEYS = (*LOSS_TERMS, "top1_train", "top1_val", "erank", *HELDOUT_KEYS)  # erank: {representation name: rank}
+# online probe (nnssl_plugin.probe.online): mean Dice of the current weights and of the random-init reference, None in
+# epochs without a probe
+PROBE_KEYS = ("probe_dice", "probe_random_dice")
+SSL_KEYS = (*LOSS_TERMS, "top1_train", "top1_val", "erank", *HELDOUT_KEYS, *PROBE_KEYS)  # erank: {name: rank}
 
 
 class SSLLocalLogger(LocalLogger):
@@ -35,12 +38,25 @@ def log_heldout(logger, epoch: int, values: dict | None) -> None:
     """Log epoch `epoch`'s held-out values (`HeldoutEvaluator.evaluate`'s dict; None: no evaluation this epoch) under
     HELDOUT_KEYS. Call it every epoch; epochs before `epoch` that hold no entry (a resumed run that gets
     --eval-target only now) are filled with None, so every list keeps one entry per epoch."""
-    for key in HELDOUT_KEYS:
+    _log_per_epoch(logger, epoch, {key: None if values is None else values[key[len("heldout_"):]]
+                                   for key in HELDOUT_KEYS})
+
+
+def log_probe(logger, epoch: int, values=None) -> None:
+    """Log epoch `epoch`'s online probe (`OnlineProbe.evaluate`'s ProbeValues; None: no probe this epoch) under
+    PROBE_KEYS, every epoch, earlier epochs without an entry filled with None (as `log_heldout`)."""
+    _log_per_epoch(logger, epoch, {"probe_dice": None if values is None else values.dice,
+                                   "probe_random_dice": None if values is None else values.random_dice})
+
+
+def _log_per_epoch(logger, epoch: int, values: dict) -> None:
+    """Log each key's value at `epoch` after filling the epochs before it that hold no entry with None; numbers as
+    plain floats (loadable with weights_only), dicts of numbers likewise."""
+    for key, value in values.items():
         logged = logger.get_value(key, step=None)
         logged.extend([None] * (epoch - len(logged)))
-        value = None if values is None else values[key[len("heldout_"):]]
         if isinstance(value, dict):
-            value = {name: float(v) for name, v in value.items()}  # plain floats: loadable with weights_only
+            value = {name: float(v) for name, v in value.items()}
         elif value is not None:
             value = float(value)
         logger.log(key, value, epoch)

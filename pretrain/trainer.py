@@ -4,7 +4,9 @@
 It swaps the network (the planned U-Net, or its encoder, wrapped with the method's heads, one `self.network`), the
 data loader (two views per case), train/validation steps and epoch logging (SSL losses, pretext top-1, effective rank),
 writes `spectrum.png` and the target-agnostic pretrained weights at the end, and skips nnU-Net's segmentation
-validation. Method and run length come from class attributes set by `registry` (a variant is a config).
+validation. With `--eval-target` it runs the held-out hook (nnssl_plugin.heldout) and, with `--probe-every`, the online
+probe (nnssl_plugin.probe.online). Method and run length come from class attributes set by `registry` (a variant is
+a config).
 
 The trainer is method-agnostic: the config's `family` picks the network builder and the loader's augmentations; a
 network's forward returns {"loss", "terms" (named loss terms, logged), "top1", "embeddings" (named representations
@@ -48,7 +50,8 @@ from nnssl_plugin.schedules import StepwiseLRScheduler
 from nnssl_plugin.pretrained import write_pretrained_weights
 from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
 from nnssl_plugin.io_utils import atomic_write_json
-from nnssl_plugin.ssl_logging import LOSS_TERMS, SSLLocalLogger, log_heldout
+from nnssl_plugin.probe.online import OnlineProbe
+from nnssl_plugin.ssl_logging import LOSS_TERMS, SSLLocalLogger, log_heldout, log_probe
 
 TOO_EASY_TOP1 = 0.99  # a pretext top-1 this high early in training means the views are too similar
 
@@ -83,6 +86,7 @@ class nnsslPretrainer(nnUNetTrainer):
         self.heldout_settings = record.get("heldout") if record is not None else None
         self.nonfinite_steps = 0  # optimiser steps skipped because a gradient was NaN/Inf (checkpointed)
         self.heldout: HeldoutEvaluator | None = None
+        self.online_probe: OnlineProbe | None = None
         self.logger.local_logger = SSLLocalLogger()
         self._pending_rng_state = None
         self._last_val_embeddings: dict[str, np.ndarray] = {}
@@ -211,6 +215,18 @@ class nnsslPretrainer(nnUNetTrainer):
                 self.print_to_log_file(f"held-out at initialisation: {self.heldout.summary(values)}")
                 if self.local_rank == 0:
                     atomic_write_json(os.path.join(self.output_folder, "heldout_init.json"), values)
+            if self.heldout_settings.get("probe_every", 0) > 0:  # one process (refused under DDP)
+                self._start_online_probe(self.heldout_settings["probe_every"], resumed)
+
+    def _start_online_probe(self, every: int, resumed: bool) -> None:
+        """The online probe (nnssl_plugin.probe.online) and its random-init reference."""
+        self.online_probe = OnlineProbe.create(self.heldout_settings["target"], self.plans_manager.plans,
+                                               self.configuration_name, self.method_config.method, self.seed, every,
+                                               self.output_folder)
+        self.print_to_log_file(self.online_probe.description)
+        dice, seconds = self.online_probe.start(self.device, resumed)
+        self.print_to_log_file(f"online probe, random init: mean Dice {dice:.3f}; "
+                               + (f"{seconds:.1f} s" if seconds is not None else "the record of an earlier start"))
 
     # ----- steps --------------------------------------------------------------------------------------------------
     def _forward(self, batch: dict) -> dict:
@@ -318,6 +334,11 @@ class nnsslPretrainer(nnUNetTrainer):
             values = self.heldout.evaluate(self.ssl_network, self.device)  # every rank (collectives under DDP)
             self.print_to_log_file(f"held-out: {self.heldout.summary(values)}")
         log_heldout(self.logger, self.current_epoch, values)
+        probe = None
+        if self.online_probe is not None and self.online_probe.due(self.current_epoch, self.num_epochs):
+            probe = self.online_probe.evaluate(self, self.current_epoch)
+            self.print_to_log_file(self.online_probe.summary(probe))
+        log_probe(self.logger, self.current_epoch, probe)
         if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
             self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
         if self.local_rank == 0:

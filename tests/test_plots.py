@@ -1,5 +1,6 @@
 """Plots: spectrum styling (one colour per method and representation, one line style per seed) and progress.png
-(held-out values at the evaluated epochs only, pretraining's own val labelled as training cases)."""
+(held-out values and the online probe at the evaluated epochs only, pretraining's own val labelled as training
+cases)."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,9 @@ def test_plot_is_written(tmp_path):
     assert (tmp_path / "s.png").stat().st_size > 1000
 
 
-def _log(epochs: int, heldout_every: int | None) -> dict:
-    """A pretraining log of `epochs` epochs; held-out values every `heldout_every` epochs (None: no hook)."""
+def _log(epochs: int, heldout_every: int | None, probe_every: int | None = None) -> dict:
+    """A pretraining log of `epochs` epochs; held-out values every `heldout_every` epochs (None: no hook); the online
+    probe's mean Dice every `probe_every` epochs (None: no probe) with the random-init reference 0.125."""
     log = {"train_losses": [2.0 - 0.1 * e for e in range(epochs)], "val_losses": [2.1 - 0.1 * e for e in range(epochs)],
            "loss_global": [1.0] * epochs, "loss_local": [None] * epochs, "loss_voxel": [None] * epochs,
            "loss_restore": [None] * epochs, "top1_train": [0.5] * epochs, "top1_val": [0.4] * epochs,
@@ -45,6 +47,10 @@ def _log(epochs: int, heldout_every: int | None) -> dict:
         log["heldout_top1"] = [0.25 if d else None for d in due]
         log["heldout_chance"] = [1 / 64 if d else None for d in due]
         log["heldout_erank"] = [{"raw bottleneck": 5.0, "whitened bottleneck": 6.0} if d else None for d in due]
+    if probe_every is not None:
+        due = [(e + 1) % probe_every == 0 for e in range(epochs)]
+        log["probe_dice"] = [0.25 + e / 16 if d else None for e, d in enumerate(due)]  # exact in binary
+        log["probe_random_dice"] = [0.125 if d else None for d in due]
     return log
 
 
@@ -101,8 +107,28 @@ def _panels(fig) -> list[list]:
     return list(panels.values())
 
 
-@pytest.mark.parametrize("log", [_log(5, heldout_every=2), _log(3, heldout_every=None), _dense_log(6)],
-                         ids=["moco_heldout", "moco", "dense_14_curves"])
+def test_progress_shows_the_online_probe_at_the_probed_epochs_and_its_random_init_reference_across_the_panel():
+    fig = progress_figure(_log(7, heldout_every=3, probe_every=2))
+    lines = _lines(fig)
+    assert len(fig.axes) == 7
+    assert lines["online probe mean Dice"] == ([1, 3, 5], [0.3125, 0.4375, 0.5625])
+    assert lines["online probe mean Dice, random init"] == ([-0.5, 6.5], [0.125, 0.125])
+    reference = next(line for ax in fig.axes for line in ax.get_lines()
+                     if line.get_label() == "online probe mean Dice, random init")
+    assert reference.get_linestyle() == "--"
+    probe_panel = next(p for p in _panels(fig) if any(line.get_label() == "online probe mean Dice" for line in p))
+    assert {line.get_label() for line in probe_panel} >= {"held-out top-1", "held-out loss"}, "the held-out panel"
+
+
+def test_progress_shows_the_probe_panel_before_any_heldout_value():
+    lines = _lines(progress_figure(_log(4, heldout_every=9, probe_every=1)))  # held-out not yet due, probe every epoch
+    assert lines["online probe mean Dice"] == ([0, 1, 2, 3], [0.25, 0.3125, 0.375, 0.4375])
+    assert not any(label.startswith("held-out") and "rank" not in label for label in lines)
+
+
+@pytest.mark.parametrize("log", [_log(5, heldout_every=2), _log(3, heldout_every=None), _dense_log(6),
+                                 _log(6, heldout_every=2, probe_every=3)],
+                         ids=["moco_heldout", "moco", "dense_14_curves", "moco_heldout_probe"])
 def test_progress_curves_of_a_panel_never_share_a_colour_across_its_twin_axes(log):
     panels = _panels(progress_figure(log))
     assert len(panels) == (4 if "heldout_loss" in log else 3)

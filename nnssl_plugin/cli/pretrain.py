@@ -9,7 +9,9 @@ family, Adam 3e-4 with clip 1 for the dense methods); the recipe flags change it
 `_r<hash>` to the trainer name so it gets its own folder. The recipe is recorded in fold_all/nnssl_run.json, the
 checkpoints and the weights file; `--c` refuses a checkpoint trained with another recipe.
 `--eval-target D` evaluates the pretext on crops of the labelled dataset D every `--eval-every` epochs (held out:
-never trained on), logged and plotted in progress.png.
+never trained on), logged and plotted in progress.png. `--probe-every K` (with `--eval-target D`) adds the dense probe
+of the current weights on D's fold 0 every K epochs and at the end, against the probe of a random initialisation
+(one process only: refused under DDP).
 """
 from __future__ import annotations
 
@@ -57,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--eval-target", default=None, help="labelled dataset (id or name) whose preprocessed cases give "
                                                        "held-out crop pairs; off by default")
     e.add_argument("--eval-every", type=int, default=5, help="evaluate every K epochs and at the end (default 5)")
+    e.add_argument("--probe-every", type=int, default=0,
+                   help="with --eval-target D: the dense probe (nnssl_probe) of the current weights on D's fold 0 "
+                        "every K epochs and at the end, and of a random init at the start (default 0: off)")
     return p
 
 
@@ -97,6 +102,19 @@ def recipe_from_args(args: argparse.Namespace, family: str):
     return recipe
 
 
+def check_probe_args(args: argparse.Namespace) -> None:
+    """--probe-every: 0 (off) or more, only with --eval-target (the dataset it probes), one process only."""
+    if args.probe_every < 0:
+        raise NnsslError(f"--probe-every must be at least 0 (0: off), got {args.probe_every}")
+    if args.probe_every and args.eval_target is None:
+        raise NnsslError(f"--probe-every {args.probe_every} needs --eval-target D, the labelled dataset it probes; add "
+                         f"--eval-target <your planned labelled dataset>, or leave out --probe-every")
+    if args.probe_every and args.num_gpus > 1:
+        raise NnsslError(f"--probe-every runs in the training process and not under DDP (-num_gpus "
+                         f"{args.num_gpus}); train on one GPU, or leave it out and probe the run afterwards with "
+                         f"nnssl_probe")
+
+
 def cpu_threads() -> int:
     """Torch's intra-op threads for -device cpu. A reduction split over threads sums in another order with another
     count, so the weights' bits depend on it: OMP_NUM_THREADS if set (the user's choice, which torch.set_num_threads
@@ -128,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     for value, flag in ((args.epochs, "--epochs"), (args.iters, "--iters"), (args.eval_every, "--eval-every")):
         if value is not None and value < 1:
             raise NnsslError(f"{flag} must be at least 1, got {value}")
+    check_probe_args(args)
     name = find_dataset_name(args.d, in_raw=False, in_preprocessed=True,
                              unprepared_hint="nnssl_prepare -d {id} -t <your planned labelled dataset>")
     dataset_id = int(name[7:10])
@@ -147,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.eval_target is not None:
         target = find_dataset_name(args.eval_target, in_raw=False, in_preprocessed=True,
                                    unprepared_hint="nnUNetv2_plan_and_preprocess -d {id}")
-        heldout = {"target": target, "every": args.eval_every}
+        heldout = {"target": target, "every": args.eval_every, "probe_every": args.probe_every}
     options = options_from_args(args)
     trainer = trainer_name(args.m, args.epochs, args.iters, args.seed, run_tag(recipe, family, options))
     results = writable_folder("nnUNet_results")  # unset or not writable: one line here, before any training
