@@ -299,11 +299,12 @@ def load_exported_weights(plans: dict, architecture: dict, num_input_channels: i
                          f"dataset> -m <method> -t {int(plans['dataset_name'][7:10])} first and train with "
                          f"-p nnsslPlans_<method>")
     path = exported_weights_path(plans)
+    named_by = info.get("export_plans", plans["plans_name"])  # the export's plans, also when a run's plans carry it
     if not path.is_file():
-        raise NnsslError(f"pretrained weights {path} (from plans '{plans['plans_name']}') not found; rerun "
+        raise NnsslError(f"pretrained weights {path} (from plans '{named_by}') not found; rerun "
                          f"nnssl_export --overwrite")
     if sha256_of(path) != info["sha256"]:
-        raise NnsslError(f"{path} does not match the sha256 recorded in plans '{plans['plans_name']}' (changed or "
+        raise NnsslError(f"{path} does not match the sha256 recorded in plans '{named_by}' (changed or "
                          f"truncated since export); rerun nnssl_export --overwrite")
     payload = safe_load(path)
     if payload["target_plans"]["architecture_sha256"] != architecture_hash(architecture):

@@ -9,11 +9,21 @@
 For `moco_zca` exports every trainer that loads weights inserts the exported whitening at the bottleneck, built
 in `build_network_architecture` from the plans, so `nnUNetv2_predict` rebuilds it. Variants (`_<N>epochs`,
 `_<M>iters`, `_seed<K>`) are names resolved by `registry`.
+
+Plans without `pretrain_info` (`nnUNetv2_train D C F -tr nnUNetTrainerSSLInit`, no `-p`): the trainers that load
+weights use the dataset's one export that fits the configuration and architecture (`export_lookup`); its
+`pretrain_info` joins the run's plans, which nnU-Net copies into the run's `plans.json`, so `nnUNetv2_predict` without
+`-p` rebuilds the same network. None or several fitting exports, and nnU-Net's `-pretrained_weights` (which the
+plugin's trainers refuse), end the command in `__init__` with one line on stderr and exit code 1, before nnU-Net
+creates the run's folders.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
+import sys
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -24,10 +34,46 @@ from torch import nn
 from torch._dynamo import OptimizedModule
 
 from nnssl_plugin.checkpoints import load_checkpoint_file, publish_written_file
+from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.export import load_exported_weights, verify_frozen_unchanged
+from nnssl_plugin.export_lookup import export_command, plans_with_export, select_export
 from nnssl_plugin.modules.probe import LinearProbeNetwork
 from nnssl_plugin.modules.probe_levels import attach_exported_whitening, level_set_for
+from nnssl_plugin.paths import preprocessed_folder
 from nnssl_plugin.schedules import WarmupPolyLRScheduler
+
+
+NNUNET_TRAIN_PROGRAMS = ("nnUNetv2_train", "run_training.py")  # the console script, `python -m ...run_training`
+
+
+def nnunet_train_arguments(argv: list[str] | None = None) -> list[str] | None:
+    """The arguments of nnU-Net's training command when this process is one (`sys.argv` by default), else None.
+
+    nnU-Net 2.8.1 keeps some of what the user asked for from the trainer: `-pretrained_weights FILE` is loaded by
+    `run_training` after `initialize()` (with its own unrestricted `torch.load`, every key asserted), and `--val`
+    reaches it as nothing at all. Reading the command line is the only way to see them before nnU-Net acts (DDP
+    workers, spawned, get the same `sys.argv`)."""
+    argv = sys.argv if argv is None else argv
+    return list(argv[1:]) if argv and Path(argv[0]).name in NNUNET_TRAIN_PROGRAMS else None
+
+
+def pretrained_weights_argument(argv: list[str] | None = None) -> str | None:
+    """FILE of `nnUNetv2_train ... -pretrained_weights FILE` (or `-pretrained_weights=FILE`), else None. argparse
+    accepts no shorter spelling (`-pre...` is ambiguous with `-p`)."""
+    args = nnunet_train_arguments(argv) or []
+    for i, arg in enumerate(args):
+        if arg == "-pretrained_weights":
+            return args[i + 1] if i + 1 < len(args) else ""
+        if arg.startswith("-pretrained_weights="):
+            return arg.partition("=")[2]
+    return None
+
+
+def stop_with_one_line(trainer_name: str, message: str) -> None:
+    """End nnU-Net's command as the plugin's commands end on bad input: `<trainer>: error: <message>` on stderr,
+    exit code 1, no traceback (SystemExit passes through nnU-Net's entry point untouched)."""
+    print(f"{trainer_name}: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
 
 
 class nnUNetTrainerSSLScratch(nnUNetTrainer):
@@ -42,11 +88,22 @@ class nnUNetTrainerSSLScratch(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        # everything that can refuse the run happens before nnU-Net's __init__, which creates the output folder
+        name = type(self).__name__
+        weights_file = pretrained_weights_argument()
+        if weights_file is not None:
+            stop_with_one_line(name, self.pretrained_weights_refusal(weights_file, plans, configuration))
+        try:
+            plans, note = self.plans_for_run(plans, configuration)
+        except NnsslError as e:
+            stop_with_one_line(name, str(e))
         if self.seed is not None:
             random.seed(self.seed)
             np.random.seed(self.seed)
             torch.manual_seed(self.seed)
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if note:
+            self.print_to_log_file(note, also_print_to_console=True)
         if self.epochs is not None:
             self.num_epochs = self.epochs
         if self.iterations is not None:
@@ -54,6 +111,21 @@ class nnUNetTrainerSSLScratch(nnUNetTrainer):
             self.num_val_iterations_per_epoch = max(1, self.iterations // 5)
         self.initial_lr = self.ssl_initial_lr
         self.save_every = min(50, max(1, self.num_epochs // 10))  # nnU-Net's 50 for long runs; short runs too
+
+    @classmethod
+    def plans_for_run(cls, plans: dict, configuration: str) -> tuple[dict, str | None]:
+        """The plans this trainer builds and trains from, and a line for the log saying what was chosen (None:
+        the plans as given). Scratch needs no export."""
+        return plans, None
+
+    @classmethod
+    def pretrained_weights_refusal(cls, weights_file: str, plans: dict, configuration: str) -> str:
+        """Why `-pretrained_weights` is refused, and the route to take instead (one line)."""
+        command = export_command(plans, configuration)
+        return (f"-pretrained_weights is not taken by the plugin's trainers ({cls.__name__} is the "
+                f"random-initialisation baseline; nnU-Net would unpickle {weights_file} without restriction and "
+                f"skip the plugin's checks); export the weights with {command} --checkpoint {weights_file} and "
+                f"fine-tune with -tr nnUNetTrainerSSLInit")
 
     def configure_optimizers(self):
         params = [p for p in self.network.parameters() if p.requires_grad]  # frozen parts are not optimised
@@ -104,6 +176,48 @@ class nnUNetTrainerSSLInit(nnUNetTrainerSSLScratch):
         network = nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
                                                            num_output_channels, enable_deep_supervision)
         return attach_exported_whitening(network, plans_manager.plans.get("pretrain_info"))
+
+    @classmethod
+    def plans_for_run(cls, plans: dict, configuration: str) -> tuple[dict, str | None]:
+        """Plans with `pretrain_info` (an export, `-p nnsslPlans_<method>`) as given; otherwise the run's plans with
+        the export that fits (`export_lookup.select_export`), or, when nnU-Net resumes (`--c`) or only validates
+        (`--val`), with the export this run recorded in its `plans.json`."""
+        if plans.get("pretrain_info") is not None:
+            return plans, None
+        recorded = cls.recorded_pretrain_info(plans, configuration)
+        if recorded is not None:
+            return {**plans, "pretrain_info": recorded}, (
+                f"plans '{plans['plans_name']}' name no pretrained weights: this run continues with the export it "
+                f"recorded, '{recorded.get('export_plans')}' ({recorded.get('method')})")
+        export = select_export(plans, configuration, preprocessed_folder() / plans["dataset_name"])
+        return plans_with_export(plans, export), (
+            f"plans '{plans['plans_name']}' name no pretrained weights: using the one export that fits "
+            f"configuration '{configuration}', '{export.name}' ({export.method}, weights "
+            f"{export.plans['pretrain_info']['weights']}); recorded in this run's plans.json")
+
+    @classmethod
+    def recorded_pretrain_info(cls, plans: dict, configuration: str) -> dict | None:
+        """The `pretrain_info` of this run's own `plans.json` (nnU-Net's output folder formula) when nnU-Net resumes
+        (`--c`) or only validates (`--val`): the network must be the one the checkpoint was trained with, whatever
+        exports were added since. None otherwise."""
+        resuming = plans.get("continue_training") or "--val" in (nnunet_train_arguments() or [])
+        results = os.environ.get("nnUNet_results")
+        if not resuming or not results:
+            return None
+        path = (Path(results) / plans["dataset_name"] / f"{cls.__name__}__{plans['plans_name']}__{configuration}"
+                / "plans.json")
+        try:
+            return json.loads(path.read_text()).get("pretrain_info")
+        except (OSError, ValueError):
+            return None
+
+    @classmethod
+    def pretrained_weights_refusal(cls, weights_file: str, plans: dict, configuration: str) -> str:
+        command = export_command(plans, configuration)
+        return (f"-pretrained_weights is not taken by the plugin's trainers (nnU-Net would unpickle {weights_file} "
+                f"without restriction and skip the plugin's checks); export the weights with {command} "
+                f"--checkpoint {weights_file}, then train without -pretrained_weights: without -p the one export "
+                f"that fits is used, -p <export plans> picks one")
 
     def initialize(self):
         super().initialize()

@@ -65,6 +65,18 @@ def world(tmp_path_factory) -> World:
     return w
 
 
+@pytest.fixture(scope="session")
+def exported(world) -> World:
+    """moco_zca pretrained briefly on 990 (run `nnsslPretrainer_moco_zca_1epochs_4iters_seed0`) and exported to 991
+    as 'nnsslPlans_moco_zca', plus the random-init baseline 'nnsslPlans_random' (tests/downstream)."""
+    world.run("nnssl_pretrain", "-d", "990", "-m", "moco_zca", "-c", "3d_cpu", "-device", "cpu", "--epochs", "1",
+              "--iters", "4", "--seed", "0")
+    world.run("nnssl_export", "-d", "990", "-m", "moco_zca", "-t", "991", "-c", "3d_cpu",
+              "--run", "nnsslPretrainer_moco_zca_1epochs_4iters_seed0__nnsslPretrainPlans__3d_cpu")
+    world.run("nnssl_export", "-t", "991", "-c", "3d_cpu", "--random-init")
+    return world
+
+
 @pytest.fixture
 def in_world(world, monkeypatch) -> World:
     """The session world, with the nnU-Net variables pointing at it for in-process calls."""

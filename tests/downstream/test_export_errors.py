@@ -104,10 +104,13 @@ def _trainer(world, plans, name="nnUNetTrainerSSLInit_1epochs_2iters"):
     return trainer_class(name)(plans, "3d_cpu", 0, dataset_json, torch.device("cpu"))
 
 
-def test_trainer_refuses_plans_without_pretrain_info(in_world):
+def test_loading_refuses_plans_without_pretrain_info(in_world):
+    """The library call; the trainers look for a fitting export first (tests/downstream/test_export_lookup.py)."""
+    from nnssl_plugin.export import load_exported_weights
+
     plans = json.loads((in_world.preprocessed / LAB / "nnUNetPlans.json").read_text())
     with pytest.raises(NnsslError, match="plans 'nnUNetPlans' has no pretrain_info; run nnssl_export"):
-        _trainer(in_world, plans).initialize()
+        load_exported_weights(plans, _target_arch(in_world), 1, torch.nn.Module(), "3d_cpu")
 
 
 @pytest.mark.parametrize("damage,message", [
