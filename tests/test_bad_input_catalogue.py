@@ -303,6 +303,20 @@ def _(ctx):
     assert not calls
 
 
+@case("probe-without-eval-target")
+def _(ctx):
+    calls = ctx.stub_training()
+    yield {}
+    assert not calls and not ctx.results.exists()
+
+
+@case("probe-under-ddp")
+def _(ctx):
+    calls = ctx.stub_training()
+    yield {}
+    assert not calls and not ctx.results.exists()
+
+
 @case("too-small-for-local-grid")
 def _(ctx):
     _tiny_plans(ctx)
@@ -419,10 +433,38 @@ def _(ctx):
     assert left == [], f"left behind: {left}"
 
 
+def _private_target(ctx, exports: tuple[str, ...] = ()) -> None:
+    """nnUNet_preprocessed pointed at a folder holding only the target's plans and dataset.json plus `exports`
+    (random-init exports of 3d_cpu): the row sees exactly the exports it names, whatever earlier rows exported."""
+    root = ctx.tmp / "nnUNet_preprocessed"
+    (root / LAB).mkdir(parents=True)
+    for name in ("nnUNetPlans.json", "dataset.json"):
+        shutil.copy(ctx.preprocessed / LAB / name, root / LAB)
+    ctx.monkeypatch.setenv("nnUNet_preprocessed", str(root))
+    for plans_name in exports:
+        assert export_cli.main(["-t", "991", "-c", "3d_cpu", "--random-init", "--plans-name", plans_name]) == 0
+    ctx.monkeypatch.setenv("nnUNet_extTrainer", _ext_trainer_path())
+
+
 @case("plans-without-pretrain-info")
 def _(ctx):
-    ctx.monkeypatch.setenv("nnUNet_extTrainer", _ext_trainer_path())
+    _private_target(ctx)
     yield {}
+    assert not ctx.results.exists(), "refused before nnU-Net created any folder"
+
+
+@case("several-exports-fit")
+def _(ctx):
+    _private_target(ctx, ("nnsslPlans_a", "nnsslPlans_b"))
+    yield {}
+    assert not ctx.results.exists(), "refused before nnU-Net created any folder"
+
+
+@case("pretrained-weights-flag")
+def _(ctx):
+    _private_target(ctx)
+    yield {"<weights.pth>": str(ctx.tmp / "weights.pth")}
+    assert not ctx.results.exists(), "refused before nnU-Net created any folder"
 
 
 def _ext_trainer_path() -> str:

@@ -29,8 +29,9 @@ def run_jobs(function: Callable, jobs: Sequence[tuple], num_processes: int, on_r
     """`on_result(function(*job))` for every job, in completion order. `num_processes <= 1`: in this process, in
     order. Otherwise a spawn pool of `num_processes` workers with at most 2 × num_processes jobs in flight (a
     broken pool then loses little queued work). A tqdm bar on stderr counts finished jobs, as nnU-Net's
-    preprocessing shows one. Raises WorkerDied if a worker process dies."""
-    with tqdm(total=len(jobs), desc=description, file=sys.stderr, disable=len(jobs) == 0) as bar:
+    preprocessing shows one, when stderr is a terminal (a job log or a captured stderr gets none: its error stays
+    one line). Raises WorkerDied if a worker process dies."""
+    with tqdm(total=len(jobs), desc=description, file=sys.stderr, disable=None if jobs else True) as bar:
         if num_processes <= 1:
             for job in jobs:
                 on_result(function(*job))

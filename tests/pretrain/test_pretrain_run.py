@@ -73,7 +73,7 @@ def test_short_dense_runs_write_the_same_outputs_and_export_encoder_and_decoder(
     plans = json.loads((world.preprocessed / "Dataset991_PhantomBTCV" / f"nnsslPlans_{method}.json").read_text())
     assert plans["pretrain_info"]["pretrained_prefixes"] == ["decoder.stages", "decoder.transpconvs", "encoder.stages"]
     if method == "hier":  # the linear probe reads the bottleneck and every decoder stage of the frozen U-Net
-        trainer = "nnUNetTrainerSSLLinear_1epochs_4iters"
+        trainer = "nnUNetTrainerSSLLinear_1epochs_4iters_noTTA"  # TTA is not what this proves
         monkeypatch.setenv("nnUNet_extTrainer", with_ext_trainer_folder(None))
         world.run("nnUNetv2_train", "991", "3d_cpu", "0", "-tr", trainer, "-p", f"nnsslPlans_{method}", "-device",
                   "cpu")
