@@ -7,7 +7,8 @@ projectors, the key queue with the case id of every key, and, for moco_zca, the 
 all as parameters or persistent buffers. `forward` computes the losses (and, for moco_zca in training, moves the
 running whitening statistics); the EMA and the enqueue run in `after_step`, outside any compiled forward.
 
-Global branch: bottleneck → [ZCA with running statistics (moco_zca)] → global average pool → projector → InfoNCE
+Global branch: bottleneck → whitening with running statistics (moco: per channel, `zca_diagonal`, the BatchNorm MoCo
+v2's ResNet ends in; moco_zca: ZCA) → global average pool → projector → InfoNCE
 vs the queue (never-filled slots and same-case keys masked). Whitening and pooling are both linear, so the pooled
 vector is whitened (the statistics come from every position). Until `min_queue_keys` real keys exist the global
 loss is skipped (no term, top-1 None). Keys come from a key function (EMA encoder, its projector and, moco_zca, the
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnssl_plugin.config import MocoConfig
+from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.losses.local import local_region_infonce
 from nnssl_plugin.losses.moco import infonce_from_logits, moco_logits, top1_accuracy
 from nnssl_plugin.modules.ema import ema_update, frozen_copy_of
@@ -213,6 +215,11 @@ class MocoNetwork(nn.Module):
         """Checkpoints written before the period key update: no refresh counter (start at 0) and, for moco_zca, no
         key whitening statistics (take the running ones, which is what their keys were whitened with)."""
         state_dict.setdefault(prefix + "steps_since_refresh", torch.zeros((), dtype=torch.long))
+        if self.whitening is not None and prefix + "whitening.mean" not in state_dict and \
+                any(k.startswith(prefix + "encoder.") for k in state_dict):
+            raise NnsslError(f"this checkpoint of {self.config.method} has no bottleneck whitening: it comes from before "
+                             f"{self.config.method} standardised its bottleneck per channel (zca_diagonal, "
+                             f"docs/RESULTS.md); start a fresh run (without --c), or export it as it is")
         if self.whitening is not None and prefix + "whitening.mean" in state_dict:
             state_dict.setdefault(prefix + "key_mean", state_dict[prefix + "whitening.mean"].clone())
             state_dict.setdefault(prefix + "key_w", state_dict[prefix + "whitening.w"].clone())

@@ -119,7 +119,8 @@ class RunningWhitening(FrozenWhitening):
         cov = torch.where(finite, cov, self.cov.to(cov.dtype))
         self.mean.copy_(mean)
         self.cov.copy_(cov)
-        self.w.copy_(zca_from_covariance(cov, self.eps))
+        w = zca_from_covariance(cov, self.eps)
+        self.w.copy_(torch.where(finite, w, self.w.to(w.dtype)))  # untouched, also before the first update
         self.step.add_(finite.long())
 
     def statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,7 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
 from nnssl_plugin.config import method_config
+from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.losses.moco import moco_infonce
 from nnssl_plugin.modules.moco_net import build_moco_network, first_stage
 
@@ -130,7 +131,7 @@ def test_pair_embeddings_interface_and_same_statistics_for_queries_and_keys():
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items()), "eval moves no statistics"
     manual = (emb["raw"] - net.whitening.mean[0]) @ net.whitening.w[0]
     torch.testing.assert_close(frozen["whitened"], manual, rtol=1e-4, atol=1e-5)
-    assert _net("moco").pair_embeddings(v1, v1)["whitened"] is None
+    assert _net("moco", zca=False).pair_embeddings(v1, v1)["whitened"] is None  # MoCo v2 as published
 
 
 def test_after_step_updates_ema_and_queue_with_case_ids():
@@ -186,6 +187,15 @@ def test_checkpoint_without_the_period_state_loads():
     fresh.load_state_dict(state)
     assert int(fresh.steps_since_refresh) == 0 and torch.equal(fresh.key_mean, state["whitening.mean"])
     assert torch.equal(fresh.key_w, state["whitening.w"])
+
+
+def test_moco_standardises_its_bottleneck_per_channel_and_refuses_a_checkpoint_from_before_in_one_line():
+    net = _net("moco")
+    assert net.whitening is not None and net.whitening.groups == 16 and net.config.local_weight == 0
+    old = {k: v for k, v in net.state_dict().items()
+           if not k.startswith("whitening.") and k not in ("steps_since_refresh", "key_mean", "key_w")}
+    with pytest.raises(NnsslError, match="comes from before moco standardised its bottleneck per channel"):
+        _net("moco").load_state_dict(old)
 
 
 def test_all_state_is_persistent_and_round_trips():
