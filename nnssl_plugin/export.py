@@ -1,4 +1,5 @@
-"""The weights contract (DESIGN §5): build, verify, write and read the target-specific export.
+"""The weights contract (docs/ARCHITECTURE.md, "The weights contract"): build, verify, write and read the
+target-specific export.
 
 `export_weights` turns a pretraining result (our pretrained-weights file, a checkpoint of ours, or a MIC-DKFZ nnssl
 checkpoint with an `nnssl_adaptation_plan`) into one file for a labelled target dataset: `network_weights`, a

@@ -1,4 +1,5 @@
-"""Where nnUNet_extTrainer must point for nnU-Net to find the plugin's trainers (DESIGN §6)."""
+"""Where nnUNet_extTrainer must point for nnU-Net to find the plugin's trainers (docs/ARCHITECTURE.md, "How trainers
+are found")."""
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
-"""Downstream nnU-Net trainers for exported pretrained weights (DESIGN §6), found through nnUNet_extTrainer.
+"""Downstream nnU-Net trainers for exported pretrained weights, found through nnUNet_extTrainer (docs/ARCHITECTURE.md,
+"Downstream trainers" and "How trainers are found").
 
 - `nnUNetTrainerSSLInit`: loads the weights named by the plans' `pretrain_info` in `initialize()`, whole network
   trainable, SGD with a lower initial learning rate, linear warm-up then poly decay.

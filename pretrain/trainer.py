@@ -1,4 +1,5 @@
-"""The pretraining stage: nnU-Net's own training loop with a self-supervised objective (DESIGN §3).
+"""The pretraining stage: nnU-Net's own training loop with a self-supervised objective (docs/ARCHITECTURE.md,
+"Data flow" and "The methods").
 
 `nnsslPretrainer` is an nnUNetTrainer run on fold `all`: nnU-Net's epochs, checkpoints, `--c`, AMP, DDP and logs.
 It swaps the network (the planned U-Net, or its encoder, wrapped with the method's heads, one `self.network`), the

@@ -1,1 +1,3 @@
-"""Data: unlabelled preprocessing on the target's plans (and, later, the two-view sampler)."""
+"""Data on nnU-Net's loaders: unlabelled preprocessing on the target's plans (`prepare`, with `jobs` for the worker
+pool), the two-view sampler (`two_view`, an `nnUNetDataLoader`), and the per-view augmentations: the MoCo family's
+(`augment`), `hier`'s corruptions and the voxel2vec baseline's (`local_augment`, `vox2vec_augment`)."""

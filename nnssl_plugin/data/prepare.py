@@ -1,4 +1,4 @@
-"""Preprocess an images-only dataset with the *target's* nnU-Net plans (DESIGN §1, NNUNET_NOTES "Unlabelled data").
+"""Preprocess an images-only dataset with the *target's* nnU-Net plans (docs/ARCHITECTURE.md, "Data flow", step 4).
 
 nnU-Net's own preprocessing needs labels (fingerprinting, integrity checks). Here each case goes through
 nnU-Net's preprocessor (`run_case` with no segmentation: transpose, crop to nonzero, normalise with the target's

@@ -1,4 +1,5 @@
-"""Two-view sampler: two overlapping crops of one case with a known offset and recorded mirroring (DESIGN §3).
+"""Two-view sampler: two overlapping crops of one case with a known offset and recorded mirroring
+(docs/ARCHITECTURE.md, "The methods").
 
 An `nnUNetDataLoader` subclass, so it runs in nnU-Net's (multi-process) augmenter and reads nnU-Net's preprocessed
 data. Per case: view 1 is a random crop of the planned patch (nnU-Net's `get_bbox`, may overhang and is padded with

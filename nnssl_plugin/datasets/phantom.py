@@ -1,4 +1,5 @@
-"""Synthetic abdominal-CT phantom: the demo and test data of the plugin (DESIGN §8).
+"""Synthetic abdominal-CT phantom: the demo and test data of the plugin (docs/ARCHITECTURE.md, "Evaluation and demo
+data").
 
 Every case is a torso cross-section stacked along z: skin, subcutaneous fat, a muscle wall, a spine with
 vertebral bodies, discs and posterior elements, lower ribs, unlabelled bowel loops and the 13 BTCV organs placed

@@ -1,4 +1,5 @@
-"""Aligned local region loss of moco_zca (Hassanpour et al. 2024, arXiv 2402.14611; our spec in DESIGN §4).
+"""Aligned local region loss of moco_zca (Hassanpour et al. 2024, arXiv 2402.14611; docs/ARCHITECTURE.md,
+"The methods").
 
 Region descriptors d¹_r, d²_r: the first encoder stage output of each view average-pooled over the same physical
 region r of the views' overlap, L2-normalised. Symmetric InfoNCE over the R regions of a case pair:

@@ -1,4 +1,5 @@
-"""Linear probe over a frozen U-Net's multi-scale features (DESIGN §6, nnUNetTrainerSSLLinear).
+"""Linear probe over a frozen U-Net's multi-scale features (nnUNetTrainerSSLLinear; docs/ARCHITECTURE.md,
+"Downstream trainers").
 
 Per level a 1×1(×1) convolution to the classes, upsampled (linear interpolation) to the input size, summed: a
 linear map of the features at every voxel. Levels are the encoder stages (encoder-pretrained methods) or the

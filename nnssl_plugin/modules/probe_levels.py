@@ -1,5 +1,5 @@
 """Which features of a frozen U-Net a linear probe reads: the one definition that `nnUNetTrainerSSLLinear` and
-`nnssl_probe` share (DESIGN §6, §7).
+`nnssl_probe` share (docs/ARCHITECTURE.md, "Downstream trainers" and "Evaluation and demo data").
 
 A level set is "encoder" (every encoder stage output, fine to coarse) for encoder-pretrained methods (moco,
 moco_zca: He et al. 2020, arXiv 1911.05722; Hassanpour et al. 2024, arXiv 2402.14611) or "decoder" (the bottleneck,

@@ -1,5 +1,6 @@
-"""The feature pyramid of a planned U-Net (Kats et al. 2024, arXiv 2401.06473; DESIGN §4): the bottleneck, then every decoder stage output,
-coarse to fine, computed with the network's own modules (its class and weights stay a plain nnU-Net U-Net's).
+"""The feature pyramid of a planned U-Net (Kats et al. 2024, arXiv 2401.06473; docs/ARCHITECTURE.md, "The methods"):
+the bottleneck, then every decoder stage output, coarse to fine, computed with the network's own modules (its class
+and weights stay a plain nnU-Net U-Net's).
 
 The decoder's stages are run as `UNetDecoder.forward` runs them (transposed convolution, concatenation with the
 skip, stage) but without its segmentation layers, which pretraining neither needs nor trains. `level_strides`

@@ -1,4 +1,5 @@
-"""Voxel correspondences between two views, at every level of a U-Net's pyramid (Kats et al. 2024, arXiv 2401.06473; DESIGN §3, §4).
+"""Voxel correspondences between two views, at every level of a U-Net's pyramid (Kats et al. 2024, arXiv 2401.06473;
+docs/ARCHITECTURE.md, "The methods").
 
 Views are crops of one case (start: case voxel of the crop's first voxel; size; mirror: axes flipped after
 cropping). A case voxel c is view voxel v = c − start, or size − 1 − (c − start) on a mirrored axis.

@@ -1,4 +1,5 @@
-"""Aligned regions of two overlapping views, of equal or different scales (the local loss of moco_zca, DESIGN §4).
+"""Aligned regions of two overlapping views, of equal or different scales (the local loss of moco_zca;
+docs/ARCHITECTURE.md, "The methods").
 
 A view is a box of the case resized to the view's voxels: the box starts at `start` and spans `size` case voxels per
 axis (both may be fractional; the sampler's are integers); a view of `n` voxels along an axis maps its voxel v to

@@ -1,4 +1,5 @@
-"""The dense probe of a frozen network on one fold (DESIGN §7): sample, fit, predict, score.
+"""The dense probe of a frozen network on one fold (docs/ARCHITECTURE.md, "Evaluation and demo data"): sample, fit,
+predict, score.
 
 1. voxels: `voxels_per_class` per class, class-balanced and seeded, from the fold's training cases (`sampling`);
 2. features: the levels the Linear trainer reads (`probe_levels.read_levels`), through nnU-Net's sliding window

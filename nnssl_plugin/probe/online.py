@@ -1,6 +1,6 @@
 """The online probe during pretraining (`nnssl_pretrain --eval-target D --probe-every K`): the dense probe
-(`nnssl_plugin.probe.dense`, DESIGN §7) of the run's current weights every K epochs and at the last, against the
-probe of a random initialisation.
+(`nnssl_plugin.probe.dense`; docs/ARCHITECTURE.md, "Evaluation and demo data") of the run's current weights every K
+epochs and at the last, against the probe of a random initialisation.
 
 - target: D's labelled cases preprocessed with the plans nnssl_prepare copied into the pretraining plans (the
   `target_plans` of their MARKER record, checked by `locate_target_data` as the held-out hook checks them), fold 0
