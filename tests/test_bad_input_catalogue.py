@@ -6,6 +6,7 @@ entry) on a private copy of the session's phantom datasets; no row trains.
 """
 from __future__ import annotations
 
+import os
 import ast
 import errno
 import json
@@ -24,6 +25,7 @@ import SimpleITK as sitk
 import torch
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
+from nnssl_plugin.cli import env as env_cli
 from nnssl_plugin.cli import export as export_cli
 from nnssl_plugin.cli import prepare as prepare_cli
 from nnssl_plugin.cli import probe as probe_cli
@@ -182,7 +184,7 @@ def _nnunet_train(argv: list[str]) -> int:
 
 MAINS: dict[str, Callable[[list[str]], int]] = {"nnssl_prepare": prepare_cli.main, "nnssl_pretrain": pretrain_cli.main,
                                                  "nnssl_export": export_cli.main, "nnUNetv2_train": _nnunet_train,
-                                                 "nnssl_probe": probe_cli.main}
+                                                 "nnssl_probe": probe_cli.main, "nnssl_env": env_cli.main}
 
 
 # ----- one case per catalogue row: set up (yield the command's <placeholders>), then check what is left ---------------
@@ -497,6 +499,12 @@ def _(ctx):
 
 @case("ext-trainer-unset")
 def _(ctx):
+    yield {}
+
+
+@case("env-check-ext-trainer-unset")
+def _(ctx):
+    Path(os.environ["nnUNet_results"]).mkdir(parents=True, exist_ok=True)  # every folder there: one line is left
     yield {}
 
 

@@ -31,10 +31,10 @@ def test_check_reports_each_missing_item_on_one_line(monkeypatch, tmp_path, caps
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "missing"))
     monkeypatch.setenv("nnUNet_results", str(tmp_path))
     assert env_cli.main(["--check"]) == 1
-    out = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().err.splitlines()
     assert len(out) == 2
-    assert out[0].startswith("missing: nnUNet_raw is not set")
-    assert out[1].startswith(f"missing: nnUNet_preprocessed={tmp_path / 'missing'} does not exist")
+    assert out[0].startswith("nnssl_env: error: nnUNet_raw is not set")
+    assert out[1].startswith(f"nnssl_env: error: nnUNet_preprocessed={tmp_path / 'missing'} does not exist")
 
 
 def test_check_passes_when_everything_is_there(fresh_world, monkeypatch, capsys):
@@ -49,15 +49,17 @@ FIX = "run: export nnUNet_extTrainer=$(nnssl_env --ext-trainer-path)"
 def test_check_reports_an_unset_ext_trainer_with_the_fix(fresh_world, monkeypatch, capsys):
     monkeypatch.delenv("nnUNet_extTrainer", raising=False)
     assert env_cli.main(["--check"]) == 1
-    out = capsys.readouterr().out.splitlines()
-    assert out == [f"missing: nnUNet_extTrainer is not set, so nnU-Net cannot find the plugin's trainers; {FIX}"]
+    out = capsys.readouterr().err.splitlines()
+    assert out == [f"nnssl_env: error: nnUNet_extTrainer is not set, so nnU-Net cannot find the plugin's "
+                   f"trainers; {FIX}"]
 
 
 def test_check_reports_an_ext_trainer_without_the_plugins_folder(fresh_world, monkeypatch, capsys):
     monkeypatch.setenv("nnUNet_extTrainer", "/my/trainers")
     assert env_cli.main(["--check"]) == 1
-    out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 and out[0].startswith("missing: nnUNet_extTrainer=/my/trainers lacks the plugin's trainer "
+    out = capsys.readouterr().err.splitlines()
+    assert len(out) == 1 and out[0].startswith("nnssl_env: error: nnUNet_extTrainer=/my/trainers lacks the "
+                                               "plugin's trainer "
                                                f"folder {ext_trainer_folder()}")
     assert out[0].endswith(FIX)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import shlex
 from pathlib import Path
 
@@ -83,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.check:
         problems = check_environment()
-        for line in problems:
-            print(f"missing: {line}")
+        for line in problems:  # on stderr, as every command's bad-input lines (the exit code is 1)
+            print(f"{PROG}: error: {line}", file=sys.stderr)
         if not problems:
             print("ok: nnU-Net folders set and writable, nnUNet_extTrainer holds the plugin's trainers, packages "
                   "importable")
