@@ -38,25 +38,24 @@ def run_jobs(function: Callable, jobs: Sequence[tuple], num_processes: int, on_r
                 bar.update(1)
             return
         finished = 0
-        pending = iter(jobs)
+        running = set()
+
+        def hand_over_one_batch_of_finished() -> None:
+            nonlocal finished, running
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                on_result(future.result())
+                finished += 1
+                bar.update(1)
+
         with ProcessPoolExecutor(num_processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            running = set()
             try:
-                for job in pending:
+                for job in jobs:
                     running.add(pool.submit(function, *job))
-                    if len(running) < 2 * num_processes:
-                        continue
-                    done, running = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        on_result(future.result())
-                        finished += 1
-                        bar.update(1)
+                    if len(running) >= 2 * num_processes:
+                        hand_over_one_batch_of_finished()
                 while running:
-                    done, running = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        on_result(future.result())
-                        finished += 1
-                        bar.update(1)
+                    hand_over_one_batch_of_finished()
             except BrokenProcessPool:
                 for future in running:
                     future.cancel()
