@@ -32,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"training voxels drawn per class (default {defaults.voxels_per_class})")
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
                    help=f"L2 weight decay of the regression (default {defaults.weight_decay:g})")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the voxel draw and of random init")
+    p.add_argument("--train-cases", type=int, default=None, metavar="N",
+                   help="fit on N of the fold's training cases (a seeded draw, nested over N for one --seed: the "
+                        "label-efficiency curve); default all")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the voxel draw, of the --train-cases "
+                                                                   "draw and of random init")
     p.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"), help="device (default cuda)")
     p.add_argument("-o", default=None, help="the JSON to write (default: next to the probed file; for random init "
                                             "nnUNet_results/<dataset>/nnssl_probe/)")
@@ -65,10 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         threads = cpu_threads()
         torch.set_num_threads(threads)
     target = load_target(args.d, args.p, args.c, args.f)
+    if args.train_cases is not None:
+        from nnssl_plugin.probe.subset import nested_subset
+
+        target.train = nested_subset(target.train, args.train_cases, args.seed)
     source = load_frozen_source(args.source, target.folder, target.plans, args.c, target.dataset_json,
                                 target.num_input_channels, args.levels_like, args.seed)
     out = Path(args.o) if args.o else default_json_path(source, target, args.seed,
-                                                        results_folder() if args.source == RANDOM else None)
+                                                        results_folder() if args.source == RANDOM else None,
+                                                        args.train_cases)
     features = sum(level_channels(source.unet, source.levels))
     print(f"{PROG}: {source.description}")
     print(f"{PROG}: {source.levels} levels ({features} features) of {source.method} on {target.name} {args.c} fold "

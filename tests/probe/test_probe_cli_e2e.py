@@ -1,5 +1,6 @@
 """`nnssl_probe` through its console script on the phantom world: a run folder (moco_zca: encoder levels, whitened)
-and random init read like hier (decoder levels); one line per organ plus the mean, and the JSON where it belongs."""
+and random init read like hier (decoder levels, fitted on --train-cases 2); one line per organ plus the mean, and the
+JSON where it belongs."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,13 +56,17 @@ def test_probe_of_a_run_and_of_random_init_through_the_cli(world, monkeypatch, t
     if splits is not None:
         assert record["val_cases"] == splits[0]["val"]
     assert record["mean_dice"] == pytest.approx(float(lines[-1].split()[1]), abs=1e-4)
+    fold_train, fold_val = sorted(record["train_cases"]), record["val_cases"]
 
     results = tmp_path / "results"  # random init has no run: its JSON goes to nnUNet_results/<dataset>/nnssl_probe
     random = subprocess.run([str(Path(sys.executable).parent / "nnssl_probe"), "random", "-d", "991", "-c", "3d_cpu",
-                             "-device", "cpu", "--voxels-per-class", "500", "--levels-like", "hier"],
+                             "-device", "cpu", "--voxels-per-class", "500", "--levels-like", "hier", "--train-cases", "2"],
                             env={**world.env, "nnUNet_results": str(results)}, capture_output=True, text=True)
     assert random.returncode == 0, random.stderr[-2000:]
     assert len(_organ_lines(random.stdout)) == 14
-    record = json.loads((results / LAB / "nnssl_probe" / f"random.{tag}__decoder__seed0.json").read_text())
+    record = json.loads((results / LAB / "nnssl_probe" / f"random.{tag}__n2__decoder__seed0.json").read_text())
     assert (record["method"], record["levels"], record["own_levels"], record["levels_like"]) == \
         ("random", "decoder", None, "hier")
+    # --train-cases 2: the first 2 of the seeded permutation of the fold's sorted training cases; same validation
+    assert record["train_cases"] == [fold_train[i] for i in np.random.RandomState(0).permutation(len(fold_train))[:2]]
+    assert record["val_cases"] == fold_val
