@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from nnssl_plugin.cli.demo import ORGANS, _dice_per_organ, _ext_trainer_path
-from nnssl_plugin.evidence import fmt, mean_sd, pseudo_dice_curve, separation
-from nnssl_plugin.paths import console_script
+from study_steps import run, use_work_dir
+
+from nnssl_plugin.evidence import ORGANS, dice_per_organ, fmt, mean_sd, pseudo_dice_curve, separation
 
 TRAINERS = {"linear probe": "nnUNetTrainerSSLLinear", "frozen encoder": "nnUNetTrainerSSLFrozenEncoder"}
 UNLABELLED, TARGET = "Dataset990_PhantomUnlabelled", "Dataset991_PhantomBTCV"
@@ -69,24 +67,10 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
-def run(command: list[str], log: Path) -> None:
-    start = time.time()
-    print(f"  $ {' '.join(command)}", flush=True)
-    with open(log, "w") as out:
-        code = subprocess.call([console_script(command[0]), *command[1:]], stdout=out, stderr=subprocess.STDOUT)
-    if code:
-        sys.exit(f"failed ({code}) after {time.time() - start:.0f} s; log: {log}")
-    print(f"    done in {time.time() - start:.0f} s", flush=True)
-
-
 def main() -> int:
     args = parse()
     work = Path(args.work_dir).resolve()
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[var] = str(work / var)
-    os.environ.setdefault("nnUNet_n_proc_DA", "0")
-    os.environ.setdefault("nnUNet_def_n_proc", "2")
-    os.environ["nnUNet_extTrainer"] = _ext_trainer_path()
+    use_work_dir(work)
     results, preprocessed = work / "nnUNet_results", work / "nnUNet_preprocessed" / TARGET
     logs = work / "study_logs"
     logs.mkdir(exist_ok=True)
@@ -131,7 +115,7 @@ def main() -> int:
                 if not summary.is_file():
                     run(["nnUNetv2_train", "991", "3d_cpu", str(args.fold), "-tr", variant, "-p", plans, "-device",
                          args.device], logs / f"train_{variant}_{plans}.log")
-                dice.setdefault(label, {}).setdefault(method, []).append(_dice_per_organ(summary))
+                dice.setdefault(label, {}).setdefault(method, []).append(dice_per_organ(summary))
                 curves.setdefault(label, {}).setdefault(method, []).append(pseudo_dice_curve(fold_dir))
                 write_report(work, args, dice, None, None, curves, epochs)
 
