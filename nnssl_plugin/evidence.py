@@ -55,3 +55,32 @@ def pseudo_dice_curve(fold_dir: Path) -> list[float]:
             values = [float(v) for v in re.findall(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", inside)]
             curve.append(sum(values) / len(values) if values else math.nan)
     return curve
+
+
+# the 13 BTCV organs in label order (1 … 13), short enough for a table header
+ORGANS = ("spleen", "r.kidney", "l.kidney", "gallbl.", "esoph.", "liver", "stomach", "aorta", "IVC", "veins",
+          "pancreas", "r.adr.", "l.adr.")
+
+
+def dice_per_organ(summary: Path) -> list[float]:
+    """nnU-Net's validation Dice of each of the 13 organs (label order), then their mean, from a summary.json."""
+    import json
+
+    record = json.loads(Path(summary).read_text())
+    per_organ = [float(record["mean"][str(label)]["Dice"]) for label in range(1, len(ORGANS) + 1)]
+    return [*per_organ, float(record["foreground_mean"]["Dice"])]
+
+
+def probe_rows(scores: dict[str, list[list[float]]], levels: dict[str, str]) -> list[str]:
+    """Markdown rows of a probe table: `scores[init]` holds one [Dice per organ …, mean] per seed, `levels[init]` the
+    level set it was read at; random init is named `random (<levels>)` and is every other row's reference."""
+    lines = ["| init | levels | seeds | probe mean Dice | vs random init (sd) | " + " | ".join(ORGANS) + " |",
+             "| --- | --- | --- | --- | --- |" + " --- |" * len(ORGANS)]
+    for init, runs in scores.items():
+        means = [run[-1] for run in runs]
+        reference = scores.get(f"random ({levels[init]})")
+        sep = "" if init.startswith("random") or not reference or len(runs) < 2 or len(reference) < 2 else \
+            f"{separation(means, [run[-1] for run in reference]):+.1f}"
+        organs = " | ".join(f"{mean_sd([run[j] for run in runs])[0]:.2f}" for j in range(len(ORGANS)))
+        lines.append(f"| {init} | {levels[init]} | {len(runs)} | {fmt(means)} | {sep} | {organs} |")
+    return lines
