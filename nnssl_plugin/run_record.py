@@ -1,5 +1,5 @@
-"""`nnssl_run.json` in a pretraining run's fold folder: the run's recipe, method options and held-out evaluation
-settings.
+"""`nnssl_run.json` in a pretraining run's fold folder: the run's recipe, method options, held-out evaluation
+settings and autocast precision.
 
 The trainer name carries only a hash of a non-default recipe and the method options (`_r<hash>`); this file carries
 their values, so that
@@ -17,10 +17,16 @@ from nnssl_plugin.recipe import Recipe, default_recipe, run_hash
 FILE = "nnssl_run.json"
 
 
-def write_run_record(folder: str | Path, recipe: Recipe, heldout: dict | None, options: dict | None = None) -> Path:
+PRECISIONS = ("amp", "bf16")  # amp: nnU-Net's (fp16 autocast + GradScaler on CUDA, none elsewhere)
+
+
+def write_run_record(folder: str | Path, recipe: Recipe, heldout: dict | None, options: dict | None = None,
+                     precision: str = "amp") -> Path:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
     path = Path(folder) / FILE
     atomic_write_json(path, {"recipe": recipe.to_dict(), "method_options": dict(options or {}),
-                             "hash": run_hash(recipe, options), "heldout": heldout})
+                             "hash": run_hash(recipe, options), "heldout": heldout, "precision": precision})
     return path
 
 

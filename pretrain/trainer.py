@@ -51,6 +51,7 @@ from nnssl_plugin.schedules import StepwiseLRScheduler
 from nnssl_plugin.pretrained import write_pretrained_weights
 from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
 from nnssl_plugin.io_utils import atomic_write_json
+from nnssl_plugin.memory import peak_memory_line
 from nnssl_plugin.probe.online import OnlineProbe
 from nnssl_plugin.ssl_logging import LOSS_TERMS, SSLLocalLogger, log_heldout, log_probe
 
@@ -85,6 +86,9 @@ class nnsslPretrainer(nnUNetTrainer):
         self.initial_lr, self.weight_decay = self.recipe.lr, self.recipe.weight_decay
         record = read_run_record(self.output_folder)
         self.heldout_settings = record.get("heldout") if record is not None else None
+        self.precision = record.get("precision", "amp") if record is not None else "amp"
+        if self.precision == "bf16":  # bf16 autocast on any device; its range needs no loss scaling
+            self.grad_scaler = None
         self.nonfinite_steps = 0  # optimiser steps skipped because a gradient was NaN/Inf (checkpointed)
         self.heldout: HeldoutEvaluator | None = None
         self.online_probe: OnlineProbe | None = None
@@ -200,7 +204,8 @@ class nnsslPretrainer(nnUNetTrainer):
     def on_train_start(self):
         super().on_train_start()
         if self.local_rank == 0:  # the record of what ran (nnssl_pretrain wrote it already; nnUNetv2_train did not)
-            write_run_record(self.output_folder, self.recipe, self.heldout_settings, self.method_options)
+            write_run_record(self.output_folder, self.recipe, self.heldout_settings, self.method_options,
+                             self.precision)
         resumed = self._pending_rng_state is not None
         if resumed:  # --c: continue the random streams where the checkpoint left them
             set_rng_state(self._pending_rng_state)
@@ -235,8 +240,21 @@ class nnsslPretrainer(nnUNetTrainer):
                      for k in ("view1", "view2", "clean1", "clean2", "voxels1", "voxels2", "voxel_batch", "case_ids")
                      if k in batch}
         geometry = {k: batch[k] for k in GEOMETRY_KEYS if k in batch}  # stays on the CPU
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+        with self._autocast():
             return self.network(**on_device, **geometry)
+
+    def _autocast(self):
+        """nnU-Net's AMP (fp16 autocast on CUDA, none elsewhere), or bf16 autocast on any device (`--bf16`)."""
+        if self.precision == "bf16":
+            return autocast(self.device.type, dtype=torch.bfloat16)
+        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+
+    def _do_i_compile(self) -> bool:
+        """nnU-Net's switch (on by default on CUDA, nnUNet_compile=0 turns it off), except that nnUNet_compile=1 set
+        explicitly also compiles on a CPU, where nnU-Net never does (its 2D models crashed there): the compiled U-Net
+        pass is tested on a 3D CPU configuration before it meets a GPU."""
+        explicit = os.environ.get("nnUNet_compile", "").lower() in ("true", "1", "t")
+        return True if self.device.type == "cpu" and explicit else super()._do_i_compile()
 
     def _check_finite(self, out: dict) -> None:
         if not torch.isfinite(out["loss"]):
@@ -330,6 +348,7 @@ class nnsslPretrainer(nnUNetTrainer):
                                    f"easy (views too similar or queue too small); the representation may not improve")
         duration = get("epoch_end_timestamps") - get("epoch_start_timestamps")
         self.print_to_log_file(f"Epoch time: {duration:.2f} s")
+        self.print_to_log_file(peak_memory_line(self.device))
         values = None
         if self.heldout is not None and self.heldout.due(self.current_epoch, self.num_epochs):
             values = self.heldout.evaluate(self.ssl_network, self.device)  # every rank (collectives under DDP)

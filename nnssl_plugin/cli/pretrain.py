@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from nnssl_plugin.errors import NnsslError, cli_entry
 
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "nnsslPretrainPlans)")
     p.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"), help="device (default cuda)")
     p.add_argument("-num_gpus", type=int, default=1, help="GPUs for nnU-Net's single-node DDP (default 1)")
+    p.add_argument("--bf16", action="store_true", help="autocast in bfloat16 on any device instead of nnU-Net's AMP "
+                   "(fp16 with loss scaling on CUDA, none on a CPU); recorded in the run's nnssl_run.json")
     p.add_argument("--c", dest="continue_training", action="store_true",
                    help="continue from the latest checkpoint (fresh start if none)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default nnU-Net's 1000); shows in the name")
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     results = writable_folder("nnUNet_results")  # unset or not writable: one line here, before any training
     os.environ["nnUNet_extTrainer"] = with_ext_trainer_folder(os.environ.get("nnUNet_extTrainer"))
     output = results / name / f"{trainer}__{args.p}__{args.configuration}" / "fold_all"
-    write_run_record(output, recipe, heldout, options)
+    write_run_record(output, recipe, heldout, options, "bf16" if args.bf16 else "amp")
     checkpoints = ("checkpoint_latest.pth", "checkpoint_final.pth")
     if args.continue_training and not any((output / f).is_file() for f in checkpoints):
         print(f"{PROG}: --c found no checkpoint in {output}; starting a fresh run")
@@ -189,3 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                  device=torch.device(args.device))
     print(f"{PROG}: done; results in {output}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
