@@ -511,7 +511,7 @@ def _(ctx):
 # ----- nnssl_probe: every row fails before any feature is computed ---------------------------------------------------
 for _probe_row in ("probe-random-without-levels", "probe-unknown-levels-like", "probe-unknown-source",
                    "probe-plans-without-pretrain-info", "probe-fold-not-in-splits", "probe-unlabelled-target",
-                   "probe-weight-decay-zero", "probe-cuda-not-available"):
+                   "probe-weight-decay-zero", "probe-cuda-not-available", "probe-train-cases-out-of-range"):
     @case(_probe_row)
     def _(ctx):
         yield {}
