@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import time
 from typing import ClassVar
 
@@ -52,6 +53,7 @@ from nnssl_plugin.pretrained import write_pretrained_weights
 from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
 from nnssl_plugin.io_utils import atomic_write_json
 from nnssl_plugin.memory import peak_memory_line
+from nnssl_plugin.stop_signals import StopSignals, StopTraining
 from nnssl_plugin.probe.online import OnlineProbe
 from nnssl_plugin.ssl_logging import LOSS_TERMS, SSLLocalLogger, log_heldout, log_probe
 
@@ -80,7 +82,8 @@ class nnsslPretrainer(nnUNetTrainer):
         if self.iterations is not None:
             self.num_iterations_per_epoch = self.iterations
             self.num_val_iterations_per_epoch = max(16, self.iterations // 5)  # enough crops for the rank monitor
-        self.save_every = min(50, max(1, self.num_epochs // 10))  # nnU-Net's 50 for long runs; short runs too
+        # after every epoch (nnU-Net: every 50, hours on a GPU): a preempted or signalled run loses one epoch at most
+        self.save_every = 1
         self.recipe, self.method_options = run_settings(self.output_folder, self.method_config.family, self.recipe_tag)
         self.method_config = with_options(type(self).method_config, self.method_options)  # this run's variant
         self.initial_lr, self.weight_decay = self.recipe.lr, self.recipe.weight_decay
@@ -94,6 +97,7 @@ class nnsslPretrainer(nnUNetTrainer):
         self.online_probe: OnlineProbe | None = None
         self.logger.local_logger = SSLLocalLogger()
         self._pending_rng_state = None
+        self._stop: StopSignals | None = None  # active while run_training runs
         self._last_val_embeddings: dict[str, np.ndarray] = {}
 
     # ----- network ------------------------------------------------------------------------------------------------
@@ -264,7 +268,35 @@ class nnsslPretrainer(nnUNetTrainer):
                              f"finite epoch values {last}; checkpoints are intact: lower the learning rate or check "
                              f"the data, then resume with --c")
 
+    def run_training(self):
+        """nnU-Net's loop, stopping gracefully at a step boundary on SIGTERM/SIGUSR1/Ctrl-C (`stop_signals`): the
+        handlers are in place before nnU-Net starts its loader workers, which inherit them."""
+        with StopSignals() as self._stop:
+            try:
+                super().run_training()
+            except StopTraining as stop:
+                self._stopped_by_signal(stop.signum)
+            finally:
+                self._stop = None
+
+    def _stopped_by_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        latest = os.path.join(self.output_folder, "checkpoint_latest.pth")
+        resume = (f"{latest} (after epoch {self.current_epoch - 1}) is the resume point: run the same command with "
+                  f"--c" if os.path.isfile(latest) else "no epoch had finished, so there is nothing to resume")
+        self.print_to_log_file(f"{name} received: stopped during epoch {self.current_epoch}; {resume}")
+        self._finish_loaders()
+        raise SystemExit(128 + signum)
+
+    def _finish_loaders(self) -> None:
+        """Stop nnU-Net's background loader workers (what its on_train_end does)."""
+        for loader in (self.dataloader_train, self.dataloader_val):
+            if hasattr(loader, "_finish"):  # the multi-process augmenters; the single-threaded one has no workers
+                loader._finish()
+
     def train_step(self, batch: dict) -> dict:
+        if self._stop is not None and (signum := self._stop.requested(self.device)):
+            raise StopTraining(signum)
         self.optimizer.zero_grad(set_to_none=True)
         out = self._forward(batch)
         self._check_finite(out)

@@ -37,7 +37,7 @@ spec = json.loads(sys.argv[1])
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-if spec["at"] == "step":  # right after optimiser step `step` (1-based) of epoch `epoch`
+if spec["at"] in ("step", "signal"):  # right after optimiser step `step` (1-based) of epoch `epoch`
     from importlib import import_module
     cls = getattr(import_module(spec["module"]), spec["cls"])
     original_step, done = cls.train_step, []
@@ -46,7 +46,9 @@ if spec["at"] == "step":  # right after optimiser step `step` (1-based) of epoch
         out = original_step(self, batch)
         done.append(self.current_epoch)
         if self.current_epoch == spec["epoch"] and done.count(spec["epoch"]) == spec["step"]:
-            die()
+            if spec["at"] == "step":
+                die()
+            os.kill(os.getpid(), getattr(signal, spec["signal"]))  # as a scheduler would: the run stops itself
         return out
 
     cls.train_step = train_step
@@ -85,13 +87,15 @@ def _env(world, results):
     return {**world.env, "nnUNet_results": str(results), "nnUNet_extTrainer": with_ext_trainer_folder(None)}
 
 
-def _run_killed(spec: dict, env: dict) -> None:
-    """Run the entry with the kill point of `spec`; it must end by that SIGKILL (not earlier, not by finishing)."""
+def _run_killed(spec: dict, env: dict, code: int = -signal.SIGKILL) -> subprocess.CompletedProcess:
+    """Run the entry with the kill point of `spec`; it must end by that SIGKILL (not earlier, not by finishing), or
+    with exit code `code`."""
     result = subprocess.run([sys.executable, "-c", _KILLER, json.dumps(spec)], env=env, capture_output=True,
                             text=True, timeout=900)
-    assert result.returncode == -signal.SIGKILL, \
+    assert result.returncode == code, \
         f"expected the run to kill itself at {spec['at']} (epoch {spec['epoch']}), found exit code " \
         f"{result.returncode}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+    return result
 
 
 def _run(command, env):
@@ -131,13 +135,21 @@ def uninterrupted_weights(world, tmp_path_factory) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("at", ["step", "write"], ids=["mid-epoch", "mid-checkpoint-write"])
+@pytest.mark.parametrize("at", ["step", "write", "signal"], ids=["mid-epoch", "mid-checkpoint-write", "sigterm"])
 def test_pretraining_killed_mid_epoch_resumes_to_the_uninterrupted_weights(world, tmp_path, uninterrupted_weights,
                                                                            at):
+    """SIGKILL mid-epoch or mid-write; or SIGTERM (a scheduler's stop): the run stops by itself at the next step
+    boundary with exit code 128 + 15 and one log line naming the resume point."""
     env = _env(world, tmp_path)
     fold = tmp_path / PRETRAIN_FOLD
-    _run_killed({"at": at, "epoch": KILL_EPOCH, "step": 2, "module": "nnssl_plugin.pretrain.trainer",
-                 "cls": "nnsslPretrainer", "entry": "nnssl_pretrain", "argv": PRETRAIN_ARGS}, env)
+    result = _run_killed({"at": at, "epoch": KILL_EPOCH, "step": 2, "module": "nnssl_plugin.pretrain.trainer",
+                          "cls": "nnsslPretrainer", "entry": "nnssl_pretrain", "argv": PRETRAIN_ARGS,
+                          "signal": "SIGTERM"}, env, 128 + signal.SIGTERM if at == "signal" else -signal.SIGKILL)
+    if at == "signal":
+        log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+        assert f"SIGTERM received: stopped during epoch {KILL_EPOCH};" in log
+        assert f"(after epoch {KILL_EPOCH - 1}) is the resume point: run the same command with --c" in log
+        assert "Traceback" not in result.stderr
     assert not (fold / "checkpoint_final.pth").exists()
     assert safe_load(fold / "checkpoint_latest.pth")["current_epoch"] == KILL_EPOCH
     temp_files = list(fold.glob(".*.tmp"))
