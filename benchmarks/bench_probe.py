@@ -30,7 +30,7 @@ from pathlib import Path
 
 def default_sources(results: Path, configuration: str) -> list[list[str]]:
     runs = sorted(p for p in results.glob(f"Dataset990_*/nnsslPretrainer_*__{configuration}")
-                  if (p / "fold_all" / "pretrained_weights.pth").is_file())
+                  if any((p / "fold_all" / f).is_file() for f in ("ssl_weights.pth", "pretrained_weights.pth")))
     return [[str(r)] for r in runs] + [["random", "--levels-like", "hier"], ["random", "--levels-like", "moco"]]
 
 

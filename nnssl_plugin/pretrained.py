@@ -1,4 +1,4 @@
-"""The target-agnostic pretrained-weights file written at the end of pretraining.
+"""The target-agnostic pretrained-weights file written at the end of pretraining (`fold_all/ssl_weights.pth`).
 
 Next to `checkpoint_final.pth`: the pretrained state keyed as in the planned U-Net (`encoder.*` for MoCo methods,
 `encoder.*` and `decoder.*` without seg layers for hier / voxel2vec),
@@ -18,6 +18,10 @@ from pathlib import Path
 from nnssl_plugin.checkpoints import atomic_torch_save
 
 FORMAT = "nnssl_pretrained/1"
+# the run's file in fold_all/. Not "pretrained_weights.pth": that name invited nnU-Net's `-pretrained_weights`, which
+# takes exports (nnssl_export), not this file. Runs written before 2026-12-02 hold the old name, still read.
+WEIGHTS_FILE = "ssl_weights.pth"
+OLD_WEIGHTS_FILE = "pretrained_weights.pth"
 
 
 def architecture_hash(architecture: dict) -> str:

@@ -49,7 +49,7 @@ from nnssl_plugin.plans import cumulative_strides
 from nnssl_plugin.plots import plot_spectrum
 from nnssl_plugin.run_record import check_resumed_recipe, read_run_record, run_settings, write_run_record
 from nnssl_plugin.schedules import StepwiseLRScheduler
-from nnssl_plugin.pretrained import write_pretrained_weights
+from nnssl_plugin.pretrained import WEIGHTS_FILE, write_pretrained_weights
 from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
 from nnssl_plugin.io_utils import atomic_write_json
 from nnssl_plugin.memory import peak_memory_line
@@ -405,7 +405,7 @@ class nnsslPretrainer(nnUNetTrainer):
         if self.local_rank != 0:
             return
         self._write_spectrum()
-        path = write_pretrained_weights(self, os.path.join(self.output_folder, "pretrained_weights.pth"))
+        path = write_pretrained_weights(self, os.path.join(self.output_folder, WEIGHTS_FILE))
         self.print_to_log_file(f"pretrained weights written to {path}")
 
     def _write_spectrum(self) -> None:

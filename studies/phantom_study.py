@@ -14,7 +14,7 @@ Every number comes from the plugin's and nnU-Net's real commands on the phantom 
   (--finetune m ...) nnUNetv2_train ... -tr nnUNetTrainerSSLInit_<F>epochs_<i>iters_seed<s>_noTTA -p nnsslPlans_m_s<s>
                      and ... -tr nnUNetTrainerSSLScratch_<F>epochs_<i>iters_seed<s>_noTTA -p nnUNetPlans
                      (F: --finetune-epochs)
-  nnssl_spectrum -d 991 -c 3d_cpu --checkpoints <every pretrained_weights.pth>
+  nnssl_spectrum -d 991 -c 3d_cpu --checkpoints <every ssl_weights.pth>
   (--label-efficiency) nnssl_sweep -d 991 -c 3d_cpu --trainer nnUNetTrainerSSLLinear --plans <hier, random of seed 0>
                        --baseline none -n ... --repeats 3
 
@@ -81,7 +81,7 @@ def main() -> int:
         for method in args.methods:
             name = f"nnsslPretrainer_{method}_{args.epochs}epochs_{args.iters}iters_seed{seed}"
             run_dir = results / UNLABELLED / f"{name}__nnsslPretrainPlans__3d_cpu"
-            weights[method, seed] = run_dir / "fold_all" / "pretrained_weights.pth"
+            weights[method, seed] = run_dir / "fold_all" / "ssl_weights.pth"
             print(f"[{time.time() - start:.0f} s] pretrain {method} seed {seed}", flush=True)
             if not weights[method, seed].is_file():
                 run(["nnssl_pretrain", "-d", "990", "-m", method, "-c", "3d_cpu", "-device", args.device, "--epochs",

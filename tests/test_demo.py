@@ -27,7 +27,7 @@ def test_demo_runs_every_stage_and_prints_the_probe_and_dice_tables(tmp_path):
     for seed in (0, 1):
         run = (work / "nnUNet_results" / "Dataset990_PhantomUnlabelled" /
                f"nnsslPretrainer_hier_1epochs_3iters_seed{seed}__nnsslPretrainPlans__3d_cpu" / "fold_all")
-        assert (run / "pretrained_weights.pth").is_file() and (run / "spectrum.png").is_file()
+        assert (run / "ssl_weights.pth").is_file() and (run / "spectrum.png").is_file()
     assert "pretext top-1" in result.stdout
     table = (work / "demo_table.md").read_text()
     assert table in result.stdout
@@ -41,7 +41,7 @@ def test_demo_runs_every_stage_and_prints_the_probe_and_dice_tables(tmp_path):
         assert cell == f"{np.mean(means):.3f} ± {np.std(means, ddof=1):.3f} (2)"
     assert [r[0] for r in probe_rows] == ["hier", "random (decoder)"]
     record = json.loads((work / "probe" / "hier_seed1.json").read_text())
-    assert record["file"].endswith("seed1__nnsslPretrainPlans__3d_cpu/fold_all/pretrained_weights.pth")
+    assert record["file"].endswith("seed1__nnsslPretrainPlans__3d_cpu/fold_all/ssl_weights.pth")
     assert record["voxels_per_class"] == 200 and record["levels"] == "decoder"
     # one verdict line for hier, either way, and never a claim without 2 sd
     verdict = next(line for line in table.splitlines() if line.startswith("hier:"))

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", default="nnUNetPlans", help="the target's plans (default nnUNetPlans)")
     p.add_argument("--run", default=None, help="the run folder (name or path) when several runs of -m exist")
     p.add_argument("--checkpoint", default="final",
-                   help="final (the run's pretrained_weights.pth), latest (checkpoint_latest.pth) or a file path "
+                   help="final (the run's ssl_weights.pth), latest (checkpoint_latest.pth) or a file path "
                         "(also a MIC-DKFZ nnssl checkpoint)")
     p.add_argument("--plans-name", default=None, help="target plans name (default nnsslPlans_<method>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export of that name")
@@ -114,7 +114,11 @@ def _source_file(args, results: Path) -> Path:
             names = ", ".join(r.parent.name for r in runs)
             raise NnsslError(f"{len(runs)} {args.m} runs found ({names}); pick one with --run")
         run = runs[0]
-    name = "pretrained_weights.pth" if args.checkpoint == "final" else "checkpoint_latest.pth"
+    from nnssl_plugin.pretrained import OLD_WEIGHTS_FILE, WEIGHTS_FILE
+
+    name = WEIGHTS_FILE if args.checkpoint == "final" else "checkpoint_latest.pth"
+    if name == WEIGHTS_FILE and not (run / name).is_file() and (run / OLD_WEIGHTS_FILE).is_file():
+        name = OLD_WEIGHTS_FILE  # a run written before the rename
     if not (run / name).is_file():
         hint = "; the run has not finished: pass --checkpoint latest" if args.checkpoint == "final" else ""
         raise NnsslError(f"{run / name} not found{hint}")

@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     defaults = ProbeConfig()
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, allow_abbrev=False)
-    p.add_argument("source", help="a run folder of nnssl_pretrain, a weights file (pretrained_weights.pth, "
+    p.add_argument("source", help="a run folder of nnssl_pretrain, a weights file (ssl_weights.pth, "
                                   "checkpoint_*.pth, an export's _weights.pth, a MIC-DKFZ nnssl checkpoint), an "
                                   "export's plans name of -d (nnsslPlans_<method>), or 'random'")
     p.add_argument("-d", required=True, help="the labelled target dataset (planned and preprocessed by nnU-Net)")

@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
     p.add_argument("-p", default="nnUNetPlans", help="plans of -d (default nnUNetPlans)")
     p.add_argument("--checkpoints", nargs="+", required=True,
-                   help="pretrained_weights.pth / checkpoint_*.pth of our runs, exports, or MIC-DKFZ nnssl files")
+                   help="ssl_weights.pth / checkpoint_*.pth of our runs, exports, or MIC-DKFZ nnssl files")
     p.add_argument("--patches", type=int, default=128, help="number of patches (default 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of the patch positions and the random reference")
     p.add_argument("--no-random", action="store_true", help="leave out the freshly initialised reference")

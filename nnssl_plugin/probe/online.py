@@ -34,7 +34,7 @@ from nnssl_plugin.heldout import isolated_rng, locate_target_data
 from nnssl_plugin.io_utils import atomic_write_json, load_json
 from nnssl_plugin.modules.probe_levels import level_channels
 from nnssl_plugin.ops.distributed import is_distributed
-from nnssl_plugin.pretrained import write_pretrained_weights
+from nnssl_plugin.pretrained import WEIGHTS_FILE, write_pretrained_weights
 from nnssl_plugin.probe.dense import ProbeConfig, ProbeResult, run_dense_probe
 from nnssl_plugin.probe.report import FORMAT, probe_record
 from nnssl_plugin.probe.sources import RANDOM, FrozenSource, levels_of, load_frozen_source
@@ -158,7 +158,7 @@ class OnlineProbe:
         device = trainer.device
         t = self.target
         with tempfile.TemporaryDirectory(prefix="nnssl_online_probe_") as tmp, isolated_rng(self.seed):
-            path = write_pretrained_weights(trainer, Path(tmp) / "pretrained_weights.pth")
+            path = write_pretrained_weights(trainer, Path(tmp) / WEIGHTS_FILE)
             source = load_frozen_source(str(path), t.folder, t.plans, t.configuration, t.dataset_json,
                                         t.num_input_channels, None, self.seed)
             result = self._probe(source, device)

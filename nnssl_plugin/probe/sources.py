@@ -4,7 +4,7 @@ initialisation, loaded as the downstream trainers load it, and the level set to 
 - an export's plans name (`nnsslPlans_hier`): exactly `nnUNetTrainerSSLLinear`'s network: the planned U-Net, the
   plans' bottleneck whitening attached (`attach_exported_whitening`), the export loaded by `load_exported_weights`
   (file, sha256, architecture and channel checks);
-- a run folder (its `pretrained_weights.pth`, else `checkpoint_final.pth`, else `checkpoint_latest.pth`), a
+- a run folder (its `ssl_weights.pth` (`pretrained_weights.pth` in runs before 2026-12-02), else `checkpoint_final.pth`, else `checkpoint_latest.pth`), a
   pretrained-weights file, a checkpoint of ours, an export's weights file or a MIC-DKFZ nnssl checkpoint: read as
   `nnssl_export` reads it (`read_source`, `check_architecture`, `transfer` under the prefixes the network class
   declares), moco_zca's running whitening attached as the export would carry it;
@@ -26,7 +26,9 @@ from nnssl_plugin.modules.probe_levels import (LEVEL_SETS, attach_exported_white
                                                level_set_of_method)
 from nnssl_plugin.modules.whitening import attach_bottleneck_whitening
 
-RUN_FILES = ("pretrained_weights.pth", "checkpoint_final.pth", "checkpoint_latest.pth")  # in this order
+from nnssl_plugin.pretrained import OLD_WEIGHTS_FILE, WEIGHTS_FILE
+
+RUN_FILES = (WEIGHTS_FILE, OLD_WEIGHTS_FILE, "checkpoint_final.pth", "checkpoint_latest.pth")  # in this order
 RANDOM = "random"
 
 

@@ -76,7 +76,7 @@ def test_pretrained_weights_file_carries_the_loaded_mean_and_w(tmp_path, layout)
         configuration_name="3d_x", num_input_channels=1, current_epoch=3, num_iterations_per_epoch=10,
         batch_size=2, seed=None, recipe=default_recipe("moco"), method_options={"zca_mode": "hybrid"},
         nonfinite_steps=1)
-    payload = safe_load(write_pretrained_weights(trainer, tmp_path / "pretrained_weights.pth"))
+    payload = safe_load(write_pretrained_weights(trainer, tmp_path / "ssl_weights.pth"))
     assert payload["training"]["recipe"] == default_recipe("moco").to_dict()
     assert payload["training"]["method_options"] == {"zca_mode": "hybrid"}
     assert payload["training"]["nonfinite_steps_skipped"] == 1

@@ -131,7 +131,7 @@ def uninterrupted_weights(world, tmp_path_factory) -> dict[str, torch.Tensor]:
     """The reference: the same pretraining run without a kill (shared by the kill points)."""
     results = tmp_path_factory.mktemp("whole")
     _run(["nnssl_pretrain", *PRETRAIN_ARGS], _env(world, results))
-    return torch.load(results / PRETRAIN_FOLD / "pretrained_weights.pth", weights_only=True)["network_weights"]
+    return torch.load(results / PRETRAIN_FOLD / "ssl_weights.pth", weights_only=True)["network_weights"]
 
 
 @pytest.mark.slow
@@ -158,7 +158,7 @@ def test_pretraining_killed_mid_epoch_resumes_to_the_uninterrupted_weights(world
     logs = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))  # the killed run's and the resumed's
     assert "resumed from" in result.stdout + logs and logs.count("Epoch 2 \n") == 2 and logs.count("Epoch 1 \n") == 1, \
         "resumed at epoch 2, nothing else redone"
-    resumed = torch.load(fold / "pretrained_weights.pth", weights_only=True)["network_weights"]
+    resumed = torch.load(fold / "ssl_weights.pth", weights_only=True)["network_weights"]
     assert uninterrupted_weights.keys() == resumed.keys()
     differing = [k for k in resumed if not torch.equal(uninterrupted_weights[k], resumed[k])]
     assert not differing, f"resumed weights differ from the uninterrupted run's in {len(differing)} tensors, " \

@@ -22,7 +22,7 @@ def test_short_moco_zca_run_writes_checkpoint_plots_log_and_weights(world):
     assert "--c found no checkpoint" in result.stdout and "starting a fresh run" in result.stdout
     fold = (world.root / "nnUNet_results" / UNL /
             "nnsslPretrainer_moco_zca_3epochs_10iters__nnsslPretrainPlans__3d_cpu" / "fold_all")
-    for name in ("checkpoint_final.pth", "progress.png", "spectrum.png", "pretrained_weights.pth"):
+    for name in ("checkpoint_final.pth", "progress.png", "spectrum.png", "ssl_weights.pth"):
         assert (fold / name).is_file(), name
     log_text = next(fold.glob("training_log_*.txt")).read_text()
     assert "effective rank: raw bottleneck" in log_text and "whitened bottleneck" in log_text
@@ -31,7 +31,7 @@ def test_short_moco_zca_run_writes_checkpoint_plots_log_and_weights(world):
     for key in ("train_losses", "val_losses", "loss_global", "loss_local"):
         assert len(log[key]) == 3 and all(math.isfinite(v) for v in log[key]), key
     assert len(log["erank"]) == 3 and all(set(e) == {"raw bottleneck", "whitened bottleneck"} for e in log["erank"])
-    weights = torch.load(fold / "pretrained_weights.pth", weights_only=True)
+    weights = torch.load(fold / "ssl_weights.pth", weights_only=True)
     assert weights["method"] == "moco_zca" and weights["pretrained_prefixes"] == ["encoder"]
     assert all(k.startswith("encoder.") for k in weights["network_weights"])
     groups, per, _ = weights["whitening"]["w"].shape
@@ -54,7 +54,7 @@ def test_short_dense_runs_write_the_same_outputs_and_export_encoder_and_decoder(
               "--iters", "4")
     fold = (world.root / "nnUNet_results" / UNL / f"nnsslPretrainer_{method}_2epochs_4iters__nnsslPretrainPlans__3d_cpu"
             / "fold_all")
-    for name in ("checkpoint_final.pth", "progress.png", "spectrum.png", "pretrained_weights.pth"):
+    for name in ("checkpoint_final.pth", "progress.png", "spectrum.png", "ssl_weights.pth"):
         assert (fold / name).is_file(), name
     log = torch.load(fold / "checkpoint_final.pth", weights_only=True)["logging"]
     for key in ("loss_global", "loss_local", "loss_voxel", "loss_restore"):
@@ -63,7 +63,7 @@ def test_short_dense_runs_write_the_same_outputs_and_export_encoder_and_decoder(
     assert all(levels <= set(e) and all(math.isfinite(r) and r > 0 for r in e.values()) for e in log["erank"])
     log_text = next(fold.glob("training_log_*.txt")).read_text()
     assert "voxel" in log_text and "effective rank: level 0 (bottleneck)" in log_text
-    weights = torch.load(fold / "pretrained_weights.pth", weights_only=True)
+    weights = torch.load(fold / "ssl_weights.pth", weights_only=True)
     assert weights["method"] == method and weights["pretrained_prefixes"] == ["encoder", "decoder"]
     keys = weights["network_weights"]
     assert any(k.startswith("decoder.stages.") for k in keys) and any(k.startswith("encoder.") for k in keys)
@@ -127,7 +127,7 @@ def test_2d_and_residual_encoder_plans_pretrain(request, fixture, plans, configu
           "--epochs", "1", "--iters", "4")
     fold = w.root / "nnUNet_results" / UNL / f"nnsslPretrainer_{method}_1epochs_4iters__{plans}__{configuration}" / \
         "fold_all"
-    weights = torch.load(fold / "pretrained_weights.pth", weights_only=True)
+    weights = torch.load(fold / "ssl_weights.pth", weights_only=True)
     arch = json.loads((w.preprocessed / UNL / f"{plans}.json").read_text())
     assert weights["plans"]["architecture"]["network_class_name"] == \
         (arch["configurations"][configuration].get("architecture") or

@@ -98,7 +98,7 @@ def _assert_same_levels(linear, source, configuration, plans):
 @pytest.mark.parametrize("method", ["moco_zca", "hier"])
 def test_every_source_reads_the_linear_trainers_levels(env, tmp_path, configuration, method):
     folder, plans, dataset_json = env
-    pretrained = tmp_path / "pretrained_weights.pth"
+    pretrained = tmp_path / "ssl_weights.pth"
     _pretrained_file(pretrained, plans, configuration, dataset_json, method)
     name = f"nnsslPlans_probe_{method}_{configuration}"
     weights = folder / f"{name}_weights.pth"
@@ -107,7 +107,7 @@ def test_every_source_reads_the_linear_trainers_levels(env, tmp_path, configurat
     linear = _linear_trainer(folder, name, configuration, dataset_json)
     assert linear.levels == ("encoder" if method == "moco_zca" else "decoder")
     assert hasattr(linear.unet, "bottleneck_whitening") == (method == "moco_zca")
-    for text in (name, str(pretrained), str(weights), str(tmp_path)):  # the run folder holds pretrained_weights.pth
+    for text in (name, str(pretrained), str(weights), str(tmp_path)):  # the run folder holds ssl_weights.pth
         source = load_frozen_source(text, folder, plans, configuration, dataset_json, 1)
         assert source.whitened == (method == "moco_zca") and source.method == method
         _assert_same_levels(linear, source, configuration, plans)

@@ -136,7 +136,7 @@ def test_a_run_with_the_online_probe_trains_like_one_without_and_logs_and_record
         assert done.returncode == 0, done.stderr[-3000:]
         left = [p for p in tmp.rglob("*") if "nnssl_online_probe" in p.name or p.suffix == ".pth"]
         assert not left, f"the temporary weights are removed: {left}"
-    weights = {p: torch.load(folds[p] / "pretrained_weights.pth", weights_only=True)["network_weights"] for p in folds}
+    weights = {p: torch.load(folds[p] / "ssl_weights.pth", weights_only=True)["network_weights"] for p in folds}
     assert weights[True].keys() == weights[False].keys()
     assert all(torch.equal(weights[True][k], weights[False][k]) for k in weights[False])
 

@@ -30,7 +30,7 @@ def _run_folder(world, monkeypatch, folder):
     trainer = trainer_class("nnsslPretrainer_moco_zca_1epochs_1iters")(
         {**plans, "continue_training": False}, "3d_cpu", "all", dataset_json, torch.device("cpu"))
     trainer.initialize()
-    write_pretrained_weights(trainer, folder / "fold_all" / "pretrained_weights.pth")
+    write_pretrained_weights(trainer, folder / "fold_all" / "ssl_weights.pth")
     return folder
 
 
@@ -48,7 +48,7 @@ def test_probe_of_a_run_and_of_random_init_through_the_cli(world, monkeypatch, t
     lines = _organ_lines(result.stdout)
     assert len(lines) == 14 and lines[0].split()[:2] == ["1", "spleen"] and lines[-1].split()[0] == "mean"
     tag = f"probe__{LAB}__nnUNetPlans__3d_cpu__fold0"
-    record = json.loads((run / "fold_all" / f"pretrained_weights.{tag}__encoder__seed0.json").read_text())
+    record = json.loads((run / "fold_all" / f"ssl_weights.{tag}__encoder__seed0.json").read_text())
     splits = json.loads((world.preprocessed / LAB / "splits_final.json").read_text()) \
         if (world.preprocessed / LAB / "splits_final.json").is_file() else None
     assert record["method"] == "moco_zca" and record["levels"] == "encoder" and record["whitened"]
