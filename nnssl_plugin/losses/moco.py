@@ -38,10 +38,18 @@ def infonce_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, target)
 
 
+def moco_infonce_and_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2,
+                            negative_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE of queries against their keys and the queue, and its logits (n, 1 + K) for top-1; `k` and `queue`
+    get no gradient (detached). What `MocoNetwork` calls."""
+    logits = moco_logits(q, k.detach(), queue.detach(), temperature, negative_mask)
+    return infonce_from_logits(logits), logits
+
+
 def moco_infonce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2,
                  negative_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """InfoNCE of queries against their keys and the queue; `k` and `queue` get no gradient (detached)."""
-    return infonce_from_logits(moco_logits(q, k.detach(), queue.detach(), temperature, negative_mask))
+    """The loss of `moco_infonce_and_logits` alone."""
+    return moco_infonce_and_logits(q, k, queue, temperature, negative_mask)[0]
 
 
 def top1_accuracy(logits: torch.Tensor) -> float:

@@ -7,46 +7,18 @@ every other voxel of both views is a negative. With z = [e1; e2] (2k, d), s_ab =
 
 Symmetric in the two views by construction. Computed in fp32 under autocast.
 
-`voxel_nt_xent` computes L and its gradient together, a block of rows at a time (`_BlockwiseNTXent`): the
-(2k × 2k) logits are never held at once (64 MB for Kats et al.'s 1024 voxels × batch 2), which keeps each block in
-cache and halves the loss's cost on a CPU; `voxel_nt_xent_logits` + `nt_xent_from_logits` is the plain autograd
-form of the same loss (the reference the tests compare it with).
+`voxel_nt_xent_with_top1` (what `hier` and `voxel2vec` call) computes L and its gradient together, a block of rows
+at a time (`_BlockwiseNTXent`): the (2k × 2k) logits are never held at once (64 MB for Kats et al.'s 1024 voxels ×
+batch 2), which keeps each block in cache and halves the loss's cost on a CPU. The plain autograd form of the same
+loss, the reference its tests compare it with, is in tests/losses/voxel_reference.py.
 
 Shape: e1, e2 (k, d), L2-normalised; returns a scalar.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from nnssl_plugin.ops.distributed import gather_with_grad, is_distributed
-
-
-def voxel_nt_xent_logits(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.1, gather: bool = False
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The logits s_ab of this process's 2k rows (self-similarity masked to -inf) and each row's positive column.
-
-    Without `gather` (or outside DDP) the columns are the same 2k voxels. With `gather` under DDP the columns are
-    every rank's voxels, [E1_all; E2_all] (2K, K = Σ_r k_r), so the negatives span the global batch: the rows are
-    exactly the single-process rows of the doubled batch that belong to this rank.
-    """
-    if e1.shape != e2.shape or e1.dim() != 2:
-        raise ValueError(f"expects two (k, d) embeddings of equal shape, got {tuple(e1.shape)} and {tuple(e2.shape)}")
-    k = e1.shape[0]
-    with torch.autocast(device_type=e1.device.type, enabled=False):
-        rows = torch.cat([e1, e2]).float()  # (2k, d)
-        if gather:
-            all1, offset, _ = gather_with_grad(e1.float())  # (K, d)
-            all2, _, _ = gather_with_grad(e2.float())
-            columns, total = torch.cat([all1, all2]), all1.shape[0]  # (2K, d)
-        else:
-            columns, offset, total = rows, 0, k
-        logits = rows @ columns.T / temperature  # (2k, 2K)
-        local = torch.arange(k, device=rows.device) + offset  # this rank's voxels among the K
-        own = torch.cat([local, local + total])  # each row's own column
-        logits[torch.arange(2 * k, device=rows.device), own] = float("-inf")  # in place: div needs no output
-    target = torch.cat([local + total, local])  # positives: the other view's copy
-    return logits, target
 
 
 ROW_BLOCK = 512  # rows of logits per block: 512 x 4096 fp32 = 8 MB
@@ -87,7 +59,11 @@ class _BlockwiseNTXent(torch.autograd.Function):
 
 def voxel_nt_xent_with_top1(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.1, gather: bool = False
                             ) -> tuple[torch.Tensor, float]:
-    """L (as `nt_xent_from_logits(voxel_nt_xent_logits(...))`, DDP scaling included) and the pretext top-1."""
+    """L and the pretext top-1 (rows whose positive is their most similar candidate). With `gather` under DDP the
+    columns (negatives) are every rank's voxels, [E1_all; E2_all], and each rank returns its rows' share of the
+    global mean (sum over its rows / (2K / world), K = Σ_r k_r): the ranks' losses average to the single-process
+    loss of the whole batch even when ranks sample different numbers of voxels, and DDP's gradient averaging gives
+    its gradient."""
     if e1.shape != e2.shape or e1.dim() != 2:
         raise ValueError(f"expects two (k, d) embeddings of equal shape, got {tuple(e1.shape)} and {tuple(e2.shape)}")
     k = e1.shape[0]
@@ -103,23 +79,3 @@ def voxel_nt_xent_with_top1(e1: torch.Tensor, e2: torch.Tensor, temperature: flo
         own, target = torch.cat([local, local + total_k]), torch.cat([local + total_k, local])
         loss_sum, correct = _BlockwiseNTXent.apply(rows, columns, own, target, temperature)
     return loss_sum / (2 * total_k / world), correct.item() / (2 * k)
-
-
-def voxel_nt_xent(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.1, gather: bool = False
-                  ) -> torch.Tensor:
-    return voxel_nt_xent_with_top1(e1, e2, temperature, gather)[0]
-
-
-def nt_xent_from_logits(logits: torch.Tensor, target: torch.Tensor, gathered: bool = False) -> torch.Tensor:
-    """The loss L from `voxel_nt_xent_logits`. Gathered under DDP, each rank returns its rows' share of the global
-    mean (sum over its rows / (2K / world)): the ranks' losses average to the single-process loss of the whole
-    batch even when ranks sample different numbers of voxels, and DDP's gradient averaging gives its gradient."""
-    if not (gathered and is_distributed()):
-        return F.cross_entropy(logits, target)
-    world = torch.distributed.get_world_size()
-    return F.cross_entropy(logits, target, reduction="sum") / (logits.shape[1] / world)
-
-
-def positive_top1(logits: torch.Tensor, target: torch.Tensor) -> float:
-    """Fraction of rows whose positive is their most similar candidate (the pretext task's accuracy)."""
-    return (logits.argmax(dim=1) == target).float().mean().item()

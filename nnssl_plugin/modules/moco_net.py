@@ -32,7 +32,7 @@ from torch import nn
 from nnssl_plugin.config import MocoConfig
 from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.losses.local import local_region_infonce
-from nnssl_plugin.losses.moco import infonce_from_logits, moco_logits, top1_accuracy
+from nnssl_plugin.losses.moco import moco_infonce_and_logits, top1_accuracy
 from nnssl_plugin.modules.ema import ema_update, frozen_copy_of
 from nnssl_plugin.modules.projector import ProjectionHead
 from nnssl_plugin.modules.queue import KeyQueue, derived_queue_size
@@ -148,8 +148,8 @@ class MocoNetwork(nn.Module):
         top1, logits = None, None
         if self.queue.filled() >= self.config.min_queue_keys:
             mask = self.queue.negative_mask(case_ids, q.shape[0])  # (n, K)
-            logits = moco_logits(q, k, self.queue.keys.clone(), self.config.temperature, mask)  # (n, 1 + K)
-            terms["loss_global"] = infonce_from_logits(logits)
+            terms["loss_global"], logits = moco_infonce_and_logits(q, k, self.queue.keys.clone(),
+                                                                   self.config.temperature, mask)  # (n, 1 + K)
             top1 = top1_accuracy(logits.detach())
         if self.config.local_weight > 0:
             terms["loss_local"] = self.config.local_weight * self._local_loss(

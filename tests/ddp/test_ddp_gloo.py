@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nnssl_plugin.losses.voxel import voxel_nt_xent
+from nnssl_plugin.losses.voxel import voxel_nt_xent_with_top1
 from nnssl_plugin.modules.ema import ema_update, frozen_copy_of
 from nnssl_plugin.modules.queue import KeyQueue
 
@@ -45,7 +45,7 @@ def _worker(rank: int, store: str, out: str) -> None:
         lo = sum(VOXELS[:rank])
         mine1 = e1[lo:lo + VOXELS[rank]].clone().requires_grad_(True)
         mine2 = e2[lo:lo + VOXELS[rank]].clone().requires_grad_(True)
-        loss = voxel_nt_xent(mine1, mine2, 0.1, gather=True)
+        loss = voxel_nt_xent_with_top1(mine1, mine2, 0.1, gather=True)[0]
         loss.backward()
 
         model = _model()
@@ -72,7 +72,7 @@ def test_distributed_pieces_equal_one_process_with_the_doubled_batch(tmp_path):
         assert torch.equal(r["queue"], queue.keys) and int(r["ptr"]) == int(queue.ptr) == 6
 
     a, b = e1.clone().requires_grad_(True), e2.clone().requires_grad_(True)
-    loss = voxel_nt_xent(a, b, 0.1)
+    loss = voxel_nt_xent_with_top1(a, b, 0.1)[0]
     loss.backward()
     torch.testing.assert_close(sum(r["loss"] for r in ranks) / WORLD, loss.detach(), rtol=1e-5, atol=0)  # fp32 sums
     for rank, r in enumerate(ranks):  # all_gather's backward sums every rank's gradient; DDP then averages

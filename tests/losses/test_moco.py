@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnssl_plugin.losses.moco import moco_infonce, moco_logits, top1_accuracy
+from nnssl_plugin.losses.moco import moco_infonce, moco_infonce_and_logits, moco_logits, top1_accuracy
 
 
 def _unit(shape, seed):
@@ -24,6 +24,10 @@ def test_equals_numpy_log_sum_exp():
         logits = np.concatenate([[qn[i] @ kn[i]], mn @ qn[i]]) / t
         expected.append(np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[0])
     assert moco_infonce(q, k, queue, t).item() == pytest.approx(np.mean(expected), rel=1e-6)
+    loss, logits = moco_infonce_and_logits(q, k, queue, t)  # what MocoNetwork calls: the same loss, and its logits
+    assert loss.item() == pytest.approx(np.mean(expected), rel=1e-6)
+    np.testing.assert_allclose(logits[:, 0].numpy(), np.einsum("nd,nd->n", qn, kn) / t, rtol=1e-5)  # fp32
+    np.testing.assert_allclose(logits[:, 1:].numpy(), qn @ mn.T / t, rtol=1e-5, atol=1e-6)
 
 
 def test_equal_similarities_give_log_k_plus_one():
