@@ -71,16 +71,6 @@ def method_config(name: str) -> MethodConfig:
     return METHODS[name]
 
 
-def method_from_trainer_name(name: str) -> str | None:
-    """The method of a pretraining trainer name `nnsslPretrainer_<method>[_...]` (longest match: moco_zca, not
-    moco), or None."""
-    for method in sorted(METHODS, key=len, reverse=True):
-        prefix = f"nnsslPretrainer_{method}"
-        if name == prefix or name.startswith(prefix + "_"):
-            return method
-    return None
-
-
 FIXED_FIELDS = ("method", "family")  # what makes the method itself; never an option
 
 

@@ -183,9 +183,9 @@ def read_source(path: str | Path) -> Source:
         from nnssl_plugin.plans import resolve_configuration
 
         arch = resolve_configuration(plans, configuration)["architecture"]
-        from nnssl_plugin.config import method_from_trainer_name
+        from nnssl_plugin.trainer_names import method_of
 
-        method = method_from_trainer_name(payload["trainer_name"]) or payload["trainer_name"]
+        method = method_of(payload["trainer_name"]) or payload["trainer_name"]
         return Source(method, unet, encoder_only, arch, None,
                       {"source_checkpoint": str(path), "epochs": payload["current_epoch"],
                        "recipe": payload.get("nnssl_recipe"),  # None: a checkpoint from before recipes

@@ -4,23 +4,19 @@ Downstream: `nnUNetTrainerSSL{Init,Scratch,FrozenEncoder,Linear}[_<N>epochs][_<M
 the final validation without test-time mirroring, 8× fewer network passes in 3d: for CPU runs); pretraining:
 `nnsslPretrainer_<method>[...]` (delegated to the pretraining registry). A variant is a subclass made on first use
 with the length and seed as class attributes — a name, not a copy of a class; `__module__` points here so that
-pickle (spawned DDP workers) finds it by name again.
+pickle (spawned DDP workers) finds it by name again. The grammar is `nnssl_plugin.trainer_names`'s.
 """
 from __future__ import annotations
 
-import re
-
+from nnssl_plugin import trainer_names
 from nnssl_plugin.nnunet_trainers import ssl_trainers
 
-BASES = {name: getattr(ssl_trainers, name) for name in (
-    "nnUNetTrainerSSLInit", "nnUNetTrainerSSLScratch", "nnUNetTrainerSSLFrozenEncoder", "nnUNetTrainerSSLLinear")}
-_NAME = re.compile(rf"^(?P<base>{'|'.join(sorted(BASES, key=len, reverse=True))})"
-                   r"(?:_(?P<epochs>\d+)epochs)?(?:_(?P<iters>\d+)iters)?(?:_seed(?P<seed>\d+))?(?P<notta>_noTTA)?$")
+BASES = {name: getattr(ssl_trainers, name) for name in trainer_names.DOWNSTREAM_BASES}
 _CACHE: dict[str, type] = {}
 
 
 def trainer_class(name: str) -> type:
-    if name.startswith("nnsslPretrainer_"):
+    if name.startswith(trainer_names.PRETRAINER + "_"):
         from nnssl_plugin.pretrain.registry import trainer_class as pretrainer_class
 
         return pretrainer_class(name)
@@ -28,15 +24,12 @@ def trainer_class(name: str) -> type:
         return BASES[name]
     if name in _CACHE:
         return _CACHE[name]
-    match = _NAME.match(name)
-    if match is None:
+    parsed = trainer_names.parse(name)
+    if parsed is None or parsed.base not in BASES:
         raise AttributeError(name)
-    attrs = {"epochs": int(match["epochs"]) if match["epochs"] else None,
-             "iterations": int(match["iters"]) if match["iters"] else None,
-             "seed": int(match["seed"]) if match["seed"] else None,
-             "validation_mirroring": not match["notta"],
-             "__module__": __name__, "__qualname__": name}
-    cls = type(name, (BASES[match["base"]],), attrs)
+    attrs = {"epochs": parsed.epochs, "iterations": parsed.iterations, "seed": parsed.seed,
+             "validation_mirroring": not parsed.no_tta, "__module__": __name__, "__qualname__": name}
+    cls = type(name, (BASES[parsed.base],), attrs)
     _CACHE[name] = cls
     return cls
 

@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from nnssl_plugin import trainer_names
 from nnssl_plugin.errors import NnsslError, cli_entry
 from nnssl_plugin.evidence import ORGANS, dice_per_organ, probe_rows, separation
 from nnssl_plugin.ext_trainers import with_ext_trainer_folder
@@ -125,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     methods = list(dict.fromkeys(args.methods))
     seeds = list(range(args.seed, args.seed + args.seeds))
     arms = downstream_arms(methods)
-    suffix = f"_{args.ft_epochs}epochs_{args.ft_iters}iters"
     stages = Stages(["generate CT phantoms (Dataset990 unlabelled, Dataset991 labelled)",
                      "nnUNetv2_plan_and_preprocess -d 991 -c 3d_fullres",
                      "nnssl_add_cpu_config -d 991 (configuration 3d_cpu)",
@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             _run(["nnssl_pretrain", "-d", "990", "-m", method, "-c", "3d_cpu", "-device", args.device, "--epochs",
                   str(args.epochs), "--iters", str(args.iters), "--seed", str(seed)],
                  logs / f"pretrain_{method}_seed{seed}.log")
-            runs[method, seed] = (results / "Dataset990_PhantomUnlabelled" / f"nnsslPretrainer_{method}_"
-                                  f"{args.epochs}epochs_{args.iters}iters_seed{seed}__nnsslPretrainPlans__3d_cpu" /
-                                  "fold_all")
+            trainer = trainer_names.pretrainer(method, args.epochs, args.iters, seed)
+            runs[method, seed] = (results / "Dataset990_PhantomUnlabelled" /
+                                  trainer_names.run_folder(trainer, "nnsslPretrainPlans", "3d_cpu") / "fold_all")
             print(f"  seed {seed}: {_last_epoch_line(runs[method, seed])}")
         print(f"  plots: {runs[method, seeds[0]] / 'progress.png'}, {runs[method, seeds[0]] / 'spectrum.png'}")
 
@@ -202,12 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["nnUNet_extTrainer"] = with_ext_trainer_folder(os.environ.get("nnUNet_extTrainer"))
     trained: dict[tuple[str, str], list[float]] = {}
     for i, (method, trainer, plans) in enumerate(arms, 1):
-        name = f"{trainer}{suffix}_seed{args.seed}" + ("" if args.tta else "_noTTA")
+        name = trainer_names.downstream(trainer, args.ft_epochs, args.ft_iters, args.seed, no_tta=not args.tta)
         print(f"  [{i}/{len(arms)}] {method}: nnUNetv2_train 991 3d_cpu {fold['fold']} -tr {name} -p {plans} "
               f"(elapsed {time.time() - stages.start:.0f} s)", flush=True)
         _run(["nnUNetv2_train", "991", "3d_cpu", str(fold["fold"]), "-tr", name, "-p", plans, "-device", args.device],
              logs / f"train_{name}_{plans}.log")
-        summary = (results / "Dataset991_PhantomBTCV" / f"{name}__{plans}__3d_cpu" / f"fold_{fold['fold']}" /
+        summary = (results / "Dataset991_PhantomBTCV" / trainer_names.run_folder(name, plans, "3d_cpu") /
+                   f"fold_{fold['fold']}" /
                    "validation" / "summary.json")
         trained[method, trainer] = dice_per_organ(summary)
     stages.next()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -32,12 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def find_runs(results: Path, method: str, configuration: str) -> list[Path]:
     """Run folders of `method` (and only that method: moco does not match moco_zca) for `configuration`."""
-    pattern = re.compile(rf"^nnsslPretrainer_{re.escape(method)}(_\d+epochs)?(_\d+iters)?(_seed\d+)?(_r[0-9a-f]{{8}})?"
-                         rf"__.+__"
-                         rf"{re.escape(configuration)}$")
+    from nnssl_plugin.trainer_names import is_pretraining_run_of
+
     if not results.is_dir():
         return []
-    return sorted(p / "fold_all" for p in results.iterdir() if p.is_dir() and pattern.match(p.name))
+    return sorted(p / "fold_all" for p in results.iterdir()
+                  if p.is_dir() and is_pretraining_run_of(p.name, method, configuration))
 
 
 @cli_entry(PROG)

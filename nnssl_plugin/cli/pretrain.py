@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from nnssl_plugin.run_record import write_run_record
     from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, writable_folder
     from nnssl_plugin.plans import load_plans, resolve_configuration
-    from nnssl_plugin.pretrain.registry import trainer_name
+    from nnssl_plugin.trainer_names import pretrainer as trainer_name
 
     for value, flag in ((args.epochs, "--epochs"), (args.iters, "--iters"), (args.eval_every, "--eval-every")):
         if value is not None and value < 1:

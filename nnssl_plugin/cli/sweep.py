@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _variant(trainer: str, epochs: int | None, iters: int | None, no_tta: bool) -> str:
+    """The plugin's trainers by the plugin's grammar; any other trainer gets the same suffixes appended (the user's
+    own variants must then exist under those names)."""
+    from nnssl_plugin import trainer_names
+
+    if trainer in trainer_names.DOWNSTREAM_BASES:
+        return trainer_names.downstream(trainer, epochs or None, iters or None, None, no_tta)
     return (trainer + (f"_{epochs}epochs" if epochs else "") + (f"_{iters}iters" if iters else "")
             + ("_noTTA" if no_tta else ""))
 

@@ -54,11 +54,11 @@ def test_ext_trainer_value_keeps_the_users_folders_first():
 
 
 def test_method_is_read_from_a_trainer_name_by_longest_match():
-    from nnssl_plugin.config import method_from_trainer_name
+    from nnssl_plugin.trainer_names import method_of
 
-    assert method_from_trainer_name("nnsslPretrainer_moco_zca_3epochs") == "moco_zca"
-    assert method_from_trainer_name("nnsslPretrainer_moco_seed2") == "moco"
-    assert method_from_trainer_name("nnUNetTrainer") is None
+    assert method_of("nnsslPretrainer_moco_zca_3epochs") == "moco_zca"
+    assert method_of("nnsslPretrainer_moco_seed2") == "moco"
+    assert method_of("nnUNetTrainer") is None and method_of("nnUNetTrainerSSLInit_3epochs") is None
 
 
 def test_downstream_no_tta_variant_turns_off_only_validation_mirroring():
