@@ -3,7 +3,9 @@
 
 - `nnUNetTrainerSSLInit`: loads the weights named by the plans' `pretrain_info` in `initialize()`, whole network
   trainable, SGD with a lower initial learning rate, linear warm-up then poly decay.
-- `nnUNetTrainerSSLScratch`: the same schedule from random initialisation: the fair baseline.
+- `nnUNetTrainerSSLScratch`: the same schedule from random initialisation: the fair baseline. Scratch and Init are
+  siblings: both derive from `SSLDownstreamTrainer` (schedule, seeding, refusal of `-pretrained_weights`, atomic
+  checkpoints, safe `--c`).
 - `nnUNetTrainerSSLFrozenEncoder`: as SSLInit with the encoder frozen (not in the optimiser).
 - `nnUNetTrainerSSLLinear`: the whole pretrained U-Net frozen; a linear probe over its multi-scale features is the
   only trainable part; after training it checks the frozen tensors are bit-identical to the loaded file.
@@ -22,17 +24,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
-from torch._dynamo import OptimizedModule
 
 from nnssl_plugin.checkpoints import load_checkpoint_file, publish_written_file
 from nnssl_plugin.errors import NnsslError
@@ -42,6 +41,7 @@ from nnssl_plugin.modules.probe import LinearProbeNetwork
 from nnssl_plugin.modules.probe_levels import attach_exported_whitening, level_set_for
 from nnssl_plugin.paths import preprocessed_folder
 from nnssl_plugin.schedules import WarmupPolyLRScheduler
+from nnssl_plugin.trainer_plumbing import restore_nnunet_state, seed_run, unwrap
 
 
 NNUNET_TRAIN_PROGRAMS = ("nnUNetv2_train", "run_training.py")  # the console script, `python -m ...run_training`
@@ -77,8 +77,10 @@ def stop_with_one_line(trainer_name: str, message: str) -> None:
     raise SystemExit(1)
 
 
-class nnUNetTrainerSSLScratch(nnUNetTrainer):
-    """Random initialisation with the schedule every SSL trainer uses."""
+class SSLDownstreamTrainer(nnUNetTrainer):
+    """What every downstream trainer of the plugin shares: run length and seed from the name, the SSL schedule
+    (SGD, lower initial rate, warm-up then poly), the refusal of `-pretrained_weights`, atomic checkpoints and a
+    safe `--c`. Not a trainer to run (no refusal message of its own); its subclasses are."""
 
     epochs: ClassVar[int | None] = None
     iterations: ClassVar[int | None] = None
@@ -99,9 +101,7 @@ class nnUNetTrainerSSLScratch(nnUNetTrainer):
         except NnsslError as e:
             stop_with_one_line(name, str(e))
         if self.seed is not None:
-            random.seed(self.seed)
-            np.random.seed(self.seed)
-            torch.manual_seed(self.seed)
+            seed_run(self.seed)
         super().__init__(plans, configuration, fold, dataset_json, device)
         if note:
             self.print_to_log_file(note, also_print_to_console=True)
@@ -122,11 +122,7 @@ class nnUNetTrainerSSLScratch(nnUNetTrainer):
     @classmethod
     def pretrained_weights_refusal(cls, weights_file: str, plans: dict, configuration: str) -> str:
         """Why `-pretrained_weights` is refused, and the route to take instead (one line)."""
-        command = export_command(plans, configuration)
-        return (f"-pretrained_weights is not taken by the plugin's trainers ({cls.__name__} is the "
-                f"random-initialisation baseline; nnU-Net would unpickle {weights_file} without restriction and "
-                f"skip the plugin's checks); export the weights with {command} --checkpoint {weights_file} and "
-                f"fine-tune with -tr nnUNetTrainerSSLInit")
+        raise NotImplementedError
 
     def configure_optimizers(self):
         params = [p for p in self.network.parameters() if p.requires_grad]  # frozen parts are not optimised
@@ -150,24 +146,33 @@ class nnUNetTrainerSSLScratch(nnUNetTrainer):
             publish_written_file(tmp, filename)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
-        """nnU-Net's --c, with a safe load (weights_only=True plus nnU-Net's numpy scalar types) and the previous
-        checkpoint as fallback for an unreadable latest one.
+        """nnU-Net's --c, with a safe load (weights_only=True plus nnU-Net's numpy scalar types), the previous
+        checkpoint as fallback for an unreadable latest one, and nnU-Net's restoring of the contents
+        (`trainer_plumbing.restore_nnunet_state`) instead of its unrestricted unpickling."""
+        if not self.was_initialized:
+            self.initialize()
+        checkpoint = (load_checkpoint_file(filename_or_checkpoint, self.device, self.print_to_log_file)
+                      if isinstance(filename_or_checkpoint, str) else filename_or_checkpoint)
+        restore_nnunet_state(self, checkpoint)
 
-        nnU-Net 2.8.1's `load_checkpoint` only binds its checkpoint when given a path (a dict raises
-        UnboundLocalError) and then unpickles it without restrictions; so it gets the path, and for the
-        duration of that call `torch.load` is our safe loader (the file is read before, errors stay ours)."""
-        if not isinstance(filename_or_checkpoint, str):
-            raise TypeError("nnU-Net 2.8.1 resumes from a checkpoint path only")
-        checkpoint = load_checkpoint_file(filename_or_checkpoint, self.device, self.print_to_log_file)
-        original = torch.load
-        torch.load = lambda *args, **kwargs: checkpoint  # noqa: E731 - the already safely loaded file
-        try:
-            super().load_checkpoint(filename_or_checkpoint)
-        finally:
-            torch.load = original
+    def _unet(self) -> nn.Module:
+        """The planned U-Net (no DDP / compile wrapper)."""
+        return unwrap(self.network)
 
 
-class nnUNetTrainerSSLInit(nnUNetTrainerSSLScratch):
+class nnUNetTrainerSSLScratch(SSLDownstreamTrainer):
+    """Random initialisation with the schedule every SSL trainer uses: the fair baseline."""
+
+    @classmethod
+    def pretrained_weights_refusal(cls, weights_file: str, plans: dict, configuration: str) -> str:
+        command = export_command(plans, configuration)
+        return (f"-pretrained_weights is not taken by the plugin's trainers ({cls.__name__} is the "
+                f"random-initialisation baseline; nnU-Net would unpickle {weights_file} without restriction and "
+                f"skip the plugin's checks); export the weights with {command} --checkpoint {weights_file} and "
+                f"fine-tune with -tr nnUNetTrainerSSLInit")
+
+
+class nnUNetTrainerSSLInit(SSLDownstreamTrainer):
     """Fine-tuning from the exported weights (whole network trainable)."""
 
     @staticmethod
@@ -234,10 +239,6 @@ class nnUNetTrainerSSLInit(nnUNetTrainerSSLScratch):
         return bool(self.logger.resume) and any(
             os.path.isfile(os.path.join(self.output_folder, f))
             for f in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"))
-
-    def _unet(self) -> nn.Module:
-        mod = self.network.module if self.is_ddp else self.network
-        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
 
 
 class nnUNetTrainerSSLFrozenEncoder(nnUNetTrainerSSLInit):

@@ -16,14 +16,12 @@ for the effective-rank monitor)} and its `after_step(out)` does the stateful boo
 from __future__ import annotations
 
 import os
-import random
 import signal
 import time
 from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
@@ -32,7 +30,6 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from torch import autocast
-from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnssl_plugin.checkpoints import load_checkpoint_file, rng_state, save_checkpoint_file, set_rng_state
@@ -54,6 +51,7 @@ from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
 from nnssl_plugin.io_utils import atomic_write_json
 from nnssl_plugin.memory import peak_memory_line
 from nnssl_plugin.stop_signals import StopSignals, StopTraining
+from nnssl_plugin.trainer_plumbing import seed_run, unwrap
 from nnssl_plugin.probe.online import OnlineProbe
 from nnssl_plugin.ssl_logging import LOSS_TERMS, SSLLocalLogger, log_heldout, log_probe
 
@@ -70,11 +68,7 @@ class nnsslPretrainer(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         if self.seed is not None:  # before anything random: network init, queue init, sampling
-            # DDP ranks draw different crops (seed + rank); DDP broadcasts rank 0's initial weights to all ranks
-            seed = self.seed + (dist.get_rank() if dist.is_available() and dist.is_initialized() else 0)
-            random.seed(seed)
-            np.random.seed(seed)
-            torch.manual_seed(seed)
+            seed_run(self.seed)  # + the DDP rank: ranks draw different crops; DDP broadcasts rank 0's weights
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
         if self.epochs is not None:
@@ -160,8 +154,7 @@ class nnsslPretrainer(nnUNetTrainer):
     @property
     def ssl_network(self):
         """The unwrapped pretraining network (without DDP / compile wrappers)."""
-        mod = self.network.module if self.is_ddp else self.network
-        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+        return unwrap(self.network)
 
     def set_deep_supervision_enabled(self, enabled: bool):
         pass  # pretraining never uses the segmentation outputs

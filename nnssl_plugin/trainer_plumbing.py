@@ -1,0 +1,56 @@
+"""What both trainer stacks (pretraining, `nnssl_plugin.pretrain.trainer`; downstream,
+`nnssl_plugin.nnunet_trainers.ssl_trainers`) do the same way: seed a run, unwrap the network nnU-Net holds, and
+restore nnU-Net's checkpoint state from an already safely loaded checkpoint.
+
+- `seed_run`: Python, numpy and torch seeded with seed + the DDP rank, before anything random (network init, queue,
+  sampling): DDP ranks draw different batches, and DDP broadcasts rank 0's initial weights to all ranks.
+- `unwrap`: the module inside DDP's `.module` and torch.compile's `_orig_mod` (state-dict keys as planned).
+- `restore_nnunet_state`: what nnU-Net 2.8.1's `nnUNetTrainer.load_checkpoint` does with a checkpoint's contents
+  (weights with a DataParallel `module.` prefix stripped, epoch, logger, best EMA, mirroring axes, optimiser and loss
+  scaler), for a dict read with `weights_only=True` (`checkpoints.load_checkpoint_file`): nnU-Net's own method
+  would unpickle the file again without restriction, and patching `torch.load` around it would change a global.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel
+
+
+def seed_run(seed: int) -> int:
+    """Seed Python, numpy and torch with seed + this process's DDP rank; returns the seed used."""
+    seed = seed + (dist.get_rank() if dist.is_available() and dist.is_initialized() else 0)
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+    return seed
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The network without DDP and torch.compile wrappers."""
+    if isinstance(network, DistributedDataParallel):
+        network = network.module
+    return network._orig_mod if isinstance(network, OptimizedModule) else network
+
+
+def restore_nnunet_state(trainer, checkpoint: dict) -> None:
+    """Load a downstream (nnU-Net format) checkpoint's contents into an initialised trainer."""
+    network = unwrap(trainer.network)
+    own_keys = network.state_dict().keys()
+    weights = {(k[7:] if k not in own_keys and k.startswith("module.") else k): v
+               for k, v in checkpoint["network_weights"].items()}
+    trainer.my_init_kwargs = checkpoint["init_args"]
+    trainer.current_epoch = checkpoint["current_epoch"]
+    trainer.logger.load_checkpoint(checkpoint["logging"])
+    trainer._best_ema = checkpoint["_best_ema"]
+    trainer.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
+                                                              trainer.inference_allowed_mirroring_axes)
+    network.load_state_dict(weights)
+    trainer.optimizer.load_state_dict(checkpoint["optimizer_state"])
+    if trainer.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
+        trainer.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
