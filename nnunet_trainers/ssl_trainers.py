@@ -124,6 +124,20 @@ class SSLDownstreamTrainer(nnUNetTrainer):
         """Why `-pretrained_weights` is refused, and the route to take instead (one line)."""
         raise NotImplementedError
 
+    def initialize(self):
+        """nnU-Net's initialize (and the subclass's loading of the export): under nnU-Net's own command a refusal
+        of the plugin (a missing, truncated or replaced weights file, another architecture) ends it with one line
+        `<trainer>: error: <message>` and exit code 1, as the plugin's commands end; called from Python it raises."""
+        try:
+            self._initialize_network()
+        except NnsslError as e:
+            if nnunet_train_arguments() is None:
+                raise
+            stop_with_one_line(type(self).__name__, str(e))
+
+    def _initialize_network(self) -> None:
+        super().initialize()
+
     def configure_optimizers(self):
         params = [p for p in self.network.parameters() if p.requires_grad]  # frozen parts are not optimised
         optimizer = torch.optim.SGD(params, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
@@ -225,8 +239,8 @@ class nnUNetTrainerSSLInit(SSLDownstreamTrainer):
                 f"--checkpoint {weights_file}, then train without -pretrained_weights: without -p the one export "
                 f"that fits is used, -p <export plans> picks one")
 
-    def initialize(self):
-        super().initialize()
+    def _initialize_network(self) -> None:
+        super()._initialize_network()
         if self._resuming():
             self.print_to_log_file("--c found a checkpoint: pretrained weights are not loaded again")
             return
