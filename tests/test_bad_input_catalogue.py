@@ -200,26 +200,26 @@ def case(case_id: str):
 
 
 @case("unknown-dataset-id")
-def _(ctx):
+def case_unknown_dataset_id(ctx):
     yield {}
 
 
 @case("target-not-planned")
-def _(ctx):
+def case_target_not_planned(ctx):
     ctx.images_only("Dataset981_Unplanned", cases=("phantom_000",))
     ctx.images_only("Dataset982_NotPlanned", cases=("phantom_000",))
     yield {}
 
 
 @case("channel-count-differs")
-def _(ctx):
+def case_channel_count_differs(ctx):
     ctx.images_only("Dataset983_TwoChannels", cases=("phantom_000",), channels=("CT", "PET"))
     yield {}
     assert not (ctx.preprocessed / "Dataset983_TwoChannels").exists()
 
 
 @case("empty-imagestr")
-def _(ctx):
+def case_empty_imagestr(ctx):
     ctx.images_only("Dataset984_Empty", cases=())
     yield {}
 
@@ -229,7 +229,7 @@ def _written(ctx, name):
 
 
 @case("unreadable-image")
-def _(ctx):
+def case_unreadable_image(ctx):
     folder = ctx.images_only("Dataset985_OneBroken")
     (folder / "imagesTr" / "phantom_001_0000.nii.gz").write_bytes(b"this is not a nifti file")
     yield {}
@@ -238,7 +238,7 @@ def _(ctx):
 
 
 @case("nan-voxel")
-def _(ctx):
+def case_nan_voxel(ctx):
     folder = ctx.images_only("Dataset986_NaN", ending=".mha")  # SimpleITK reads NaN in NIfTI as 0
     path = folder / "imagesTr" / "phantom_001_0000.mha"
     image = sitk.ReadImage(str(path))
@@ -251,31 +251,31 @@ def _(ctx):
 
 
 @case("one-case")
-def _(ctx):
+def case_one_case(ctx):
     ctx.images_only("Dataset979_OneCase", cases=("phantom_000",))
     yield {}
     assert (ctx.preprocessed / "Dataset979_OneCase" / "nnsslPretrainPlans.json").is_file()
 
 
 @case("configuration-not-in-plans")
-def _(ctx):
+def case_configuration_not_in_plans(ctx):
     yield {}
 
 
 @case("nnunet-variable-unset")
-def _(ctx):
+def case_nnunet_variable_unset(ctx):
     ctx.monkeypatch.delenv("nnUNet_preprocessed")
     yield {}
 
 
 @case("pretrain-dataset-not-prepared")
-def _(ctx):
+def case_pretrain_dataset_not_prepared(ctx):
     ctx.images_only("Dataset987_Raw", cases=("phantom_000",))
     yield {}
 
 
 @case("pretrain-configuration-not-in-plans")
-def _(ctx):
+def case_pretrain_configuration_not_in_plans(ctx):
     yield {}
 
 
@@ -291,7 +291,7 @@ def _tiny_plans(ctx) -> None:
 
 
 @case("moco-one-case")
-def _(ctx):
+def case_moco_one_case(ctx):
     if not (ctx.preprocessed / "Dataset993_OneCase").is_dir():
         ctx.images_only("Dataset993_OneCase", cases=("phantom_000",))
         assert prepare_cli.main(["-d", "993", "-t", "991", "-c", "3d_cpu", "-np", "1"]) == 0
@@ -299,47 +299,47 @@ def _(ctx):
 
 
 @case("invalid-recipe")
-def _(ctx):
+def case_invalid_recipe(ctx):
     calls = ctx.stub_training()
     yield {}
     assert not calls
 
 
 @case("probe-without-eval-target")
-def _(ctx):
+def case_probe_without_eval_target(ctx):
     calls = ctx.stub_training()
     yield {}
     assert not calls and not ctx.results.exists()
 
 
 @case("probe-under-ddp")
-def _(ctx):
+def case_probe_under_ddp(ctx):
     calls = ctx.stub_training()
     yield {}
     assert not calls and not ctx.results.exists()
 
 
 @case("too-small-for-local-grid")
-def _(ctx):
+def case_too_small_for_local_grid(ctx):
     _tiny_plans(ctx)
     yield {}
 
 
 @case("continue-without-checkpoint")
-def _(ctx):
+def case_continue_without_checkpoint(ctx):
     calls = ctx.stub_training()
     yield {}
     assert len(calls) == 1 and calls[0][1]["continue_training"] is True
 
 
 @case("cuda-not-available")
-def _(ctx):
+def case_cuda_not_available(ctx):
     ctx.monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     yield {}
 
 
 @case("results-not-writable")
-def _(ctx):
+def case_results_not_writable(ctx):
     (ctx.tmp / "file.txt").write_text("a regular file")
     ctx.monkeypatch.setenv("nnUNet_results", str(ctx.tmp / "file.txt" / "results"))
     calls = ctx.stub_training()
@@ -360,7 +360,7 @@ def _nnssl_checkpoint(path: Path, arch: dict, channels: int) -> None:
 
 
 @case("architecture-differs")
-def _(ctx):
+def case_architecture_differs(ctx):
     arch = _target_arch(ctx)
     arch["arch_kwargs"] = {**arch["arch_kwargs"], "features_per_stage": [4, 8, 16, 32, 40]}
     _nnssl_checkpoint(ctx.tmp / "other.pth", arch, 1)
@@ -368,7 +368,7 @@ def _(ctx):
 
 
 @case("input-channels-differ")
-def _(ctx):
+def case_input_channels_differ(ctx):
     _nnssl_checkpoint(ctx.tmp / "two_channels.pth", _target_arch(ctx), 2)
     yield {"<two_channels.pth>": str(ctx.tmp / "two_channels.pth")}
 
@@ -382,7 +382,7 @@ class _OpensAFile:
 
 
 @case("crafted-pickle")
-def _(ctx):
+def case_crafted_pickle(ctx):
     torch.save({"network_weights": {}, "nnssl_adaptation_plan": _OpensAFile(str(ctx.tmp / "pwned"))},
                ctx.tmp / "evil.pth")
     yield {"<evil.pth>": str(ctx.tmp / "evil.pth")}
@@ -391,7 +391,7 @@ def _(ctx):
 
 
 @case("several-runs")
-def _(ctx):
+def case_several_runs(ctx):
     for name in ("nnsslPretrainer_moco_1epochs__nnsslPretrainPlans__3d_cpu",
                  "nnsslPretrainer_moco_2epochs__nnsslPretrainPlans__3d_cpu"):
         (ctx.results / UNL / name / "fold_all").mkdir(parents=True)
@@ -399,12 +399,12 @@ def _(ctx):
 
 
 @case("no-run")
-def _(ctx):
+def case_no_run(ctx):
     yield {}
 
 
 @case("other-package-versions")
-def _(ctx):
+def case_other_package_versions(ctx):
     """A real pretrained-weights file (the pretrainer's own writer, after initialize(); no training step), its
     recorded versions set to older nnunetv2 and torch."""
     from nnssl_plugin.pretrain import registry
@@ -425,7 +425,7 @@ def _(ctx):
 
 
 @case("disk-full-export")
-def _(ctx):
+def case_disk_full_export(ctx):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -449,21 +449,21 @@ def _private_target(ctx, exports: tuple[str, ...] = ()) -> None:
 
 
 @case("plans-without-pretrain-info")
-def _(ctx):
+def case_plans_without_pretrain_info(ctx):
     _private_target(ctx)
     yield {}
     assert not ctx.results.exists(), "refused before nnU-Net created any folder"
 
 
 @case("several-exports-fit")
-def _(ctx):
+def case_several_exports_fit(ctx):
     _private_target(ctx, ("nnsslPlans_a", "nnsslPlans_b"))
     yield {}
     assert not ctx.results.exists(), "refused before nnU-Net created any folder"
 
 
 @case("pretrained-weights-flag")
-def _(ctx):
+def case_pretrained_weights_flag(ctx):
     _private_target(ctx)
     yield {"<weights.pth>": str(ctx.tmp / "weights.pth")}
     assert not ctx.results.exists(), "refused before nnU-Net created any folder"
@@ -483,27 +483,27 @@ def _damaged_export(ctx, plans_name: str, damage: Callable[[Path], None]) -> Ite
 
 
 @case("weights-missing")
-def _(ctx):
+def case_weights_missing(ctx):
     yield from _damaged_export(ctx, "nnsslPlans_gone", lambda p: p.unlink())
 
 
 @case("weights-truncated")
-def _(ctx):
+def case_weights_truncated(ctx):
     yield from _damaged_export(ctx, "nnsslPlans_cut", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]))
 
 
 @case("weights-wrong-sha256")
-def _(ctx):
+def case_weights_wrong_sha256(ctx):
     yield from _damaged_export(ctx, "nnsslPlans_swapped", lambda p: torch.save({"format": "nnssl_export/1"}, p))
 
 
 @case("ext-trainer-unset")
-def _(ctx):
+def case_ext_trainer_unset(ctx):
     yield {}
 
 
 @case("env-check-ext-trainer-unset")
-def _(ctx):
+def case_env_check_ext_trainer_unset(ctx):
     Path(os.environ["nnUNet_results"]).mkdir(parents=True, exist_ok=True)  # every folder there: one line is left
     yield {}
 
@@ -513,18 +513,18 @@ for _probe_row in ("probe-random-without-levels", "probe-unknown-levels-like", "
                    "probe-plans-without-pretrain-info", "probe-fold-not-in-splits", "probe-unlabelled-target",
                    "probe-weight-decay-zero", "probe-cuda-not-available", "probe-train-cases-out-of-range"):
     @case(_probe_row)
-    def _(ctx):
+    def case_without_setup(ctx):
         yield {}
 
 
 @case("probe-run-without-weights")
-def _(ctx):
+def case_probe_run_without_weights(ctx):
     (ctx.tmp / "empty_run" / "fold_all").mkdir(parents=True)
     yield {"<empty_run>": str(ctx.tmp / "empty_run")}
 
 
 @case("probe-architecture-differs")
-def _(ctx):
+def case_probe_architecture_differs(ctx):
     arch = _target_arch(ctx)
     arch["arch_kwargs"] = {**arch["arch_kwargs"], "features_per_stage": [4, 8, 16, 32, 40]}
     _nnssl_checkpoint(ctx.tmp / "other.pth", arch, 1)

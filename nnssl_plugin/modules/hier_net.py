@@ -68,12 +68,12 @@ class HierNetwork(nn.Module):
         self.whitening = None  # no whitening in this family (the export reads the attribute)
 
     def compile_encoder(self) -> None:
-        """torch.compile the U-Net's pyramid pass only, kept outside the module tree (state-dict keys unchanged)."""
-        object.__setattr__(self, "_compiled_pyramid", torch.compile(unet_pyramid))
+        """torch.compile the U-Net's pyramid pass only: a compiled function, not a module, so the state-dict keys
+        stay those of the planned U-Net."""
+        self._pyramid_fn = torch.compile(unet_pyramid)
 
     def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
-        fn = self.__dict__.get("_compiled_pyramid", unet_pyramid)
-        return fn(self.encoder, self.decoder, x)
+        return getattr(self, "_pyramid_fn", unet_pyramid)(self.encoder, self.decoder, x)
 
     def level_features(self, levels: list[torch.Tensor], voxel_batch: torch.Tensor, voxels: torch.Tensor
                        ) -> list[torch.Tensor]:

@@ -93,14 +93,13 @@ class MocoNetwork(nn.Module):
         return text
 
     def compile_encoder(self) -> None:
-        """torch.compile the query encoder's forward only: the compiled wrapper is kept outside the module tree,
-        so state-dict keys (checkpoints, export) stay those of the planned U-Net, and the stateful queue/EMA
-        bookkeeping never enters a compiled graph."""
-        object.__setattr__(self, "_compiled_encoder", torch.compile(self.encoder))
+        """torch.compile the query encoder's forward only (`nn.Module.compile`: in place, so state-dict keys,
+        checkpoints and the export stay those of the planned U-Net); the stateful queue/EMA bookkeeping never
+        enters a compiled graph."""
+        self.encoder.compile()
 
     def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        compiled = self.__dict__.get("_compiled_encoder")
-        return compiled(x) if compiled is not None else self.encoder(x)
+        return self.encoder(x)
 
     def train(self, mode: bool = True):
         super().train(mode)
