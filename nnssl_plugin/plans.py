@@ -40,11 +40,13 @@ def resolve_configuration(plans: dict, configuration: str) -> dict:
 
 
 def cumulative_strides(configuration: dict) -> list[int]:
-    """Per-axis product of all stage strides: the factor between the input and the bottleneck grid."""
-    from nnssl_plugin.modules.pyramid import level_strides
-
-    strides = configuration["architecture"]["arch_kwargs"]["strides"]
-    return list(level_strides(strides, len(configuration["patch_size"]))[0])  # level 0: the bottleneck
+    """Per-axis product of all stage strides: the factor between the input and the bottleneck grid (a stride given
+    as one int applies to every axis)."""
+    dims = len(configuration["patch_size"])
+    total = [1] * dims
+    for stride in configuration["architecture"]["arch_kwargs"]["strides"]:
+        total = [t * s for t, s in zip(total, [stride] * dims if isinstance(stride, int) else stride)]
+    return total
 
 
 def add_cpu_configuration(plans: dict, parent: str = "3d_fullres", name: str = "3d_cpu",
