@@ -20,7 +20,7 @@ import torch
 
 from nnssl_plugin.checkpoints import atomic_torch_save, safe_load
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.io_utils import atomic_write_json
+from nnssl_plugin.io_utils import atomic_write_json, load_json
 from nnssl_plugin.pretrained import FORMAT as PRETRAINED_FORMAT
 from nnssl_plugin.pretrained import architecture_hash, package_versions
 
@@ -33,9 +33,12 @@ class TransferReport:
     transferred: list[str] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)  # 1-channel first convolutions repeated for N channels
+    warnings: list[str] = field(default_factory=list)  # one line each, for the CLI to print
 
     def summary(self) -> str:
-        return (f"{len(self.transferred)} tensors transferred, {len(self.fresh)} freshly initialised, "
+        adapted = f", {len(self.adapted)} adapted from 1 input channel" if self.adapted else ""
+        return (f"{len(self.transferred)} tensors transferred{adapted}, {len(self.fresh)} freshly initialised, "
                 f"{len(self.skipped)} skipped")
 
 
@@ -79,10 +82,13 @@ def matches_prefixes(key: str, prefixes: list[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def transfer(target_state: dict[str, torch.Tensor], pretrained: dict[str, torch.Tensor], prefixes: list[str]
-             ) -> tuple[dict[str, torch.Tensor], TransferReport]:
+def transfer(target_state: dict[str, torch.Tensor], pretrained: dict[str, torch.Tensor], prefixes: list[str],
+             in_proj: tuple[str, ...] | list[str] = ()) -> tuple[dict[str, torch.Tensor], TransferReport]:
     """Copy the pretrained tensors under `prefixes` into a copy of `target_state`; `decoder.encoder.*` aliases get
-    the encoder's values. Shape mismatches name both shapes."""
+    the encoder's values. A 1-channel first convolution (`in_proj`: its keys) meeting an N-channel target is adapted
+    (`nnssl_format.adapt_input_channels`). Other shape mismatches name both shapes."""
+    from nnssl_plugin.nnssl_format import adapt_input_channels
+
     state = dict(target_state)
     report = TransferReport()
     for key, value in pretrained.items():
@@ -91,6 +97,10 @@ def transfer(target_state: dict[str, torch.Tensor], pretrained: dict[str, torch.
         if not matches_prefixes(key, prefixes) or key not in state:
             report.skipped.append(key)
             continue
+        if key.endswith(".weight") and key[:-len(".weight")] in in_proj and value.dim() > 2 and value.shape[1] == 1 and state[key].shape[1] > 1 and \
+                tuple(value.shape[2:]) == tuple(state[key].shape[2:]) and value.shape[0] == state[key].shape[0]:
+            value = adapt_input_channels(value, state[key].shape[1])
+            report.adapted.append(key)
         if tuple(value.shape) != tuple(state[key].shape):
             raise NnsslError(f"pretrained tensor {key} has shape {tuple(value.shape)} but the target network needs "
                              f"{tuple(state[key].shape)}; the pretraining and target architectures differ")
@@ -157,16 +167,19 @@ def read_source(path: str | Path) -> Source:
                       payload["plans"]["architecture"], payload["num_input_channels"],
                       {"source_plans": payload["plans"], "training": payload["training"],
                        "pretraining_versions": payload["versions"]}, payload.get("whitening"), warnings)
-    if "nnssl_adaptation_plan" in payload:  # MIC-DKFZ nnssl checkpoint
+    if "nnssl_adaptation_plan" in payload:  # MIC-DKFZ nnssl checkpoint (nnssl_format: names resolved)
+        from nnssl_plugin.nnssl_format import resolve_architecture
+
         plan = payload["nnssl_adaptation_plan"]
-        arch = plan["architecture_plans"]
         encoder_key = plan.get("key_to_encoder", "encoder.stages")
-        encoder_only = not any(k.startswith("decoder.") and not k.startswith("decoder.encoder.")
-                               for k in payload["network_weights"])
-        return Source("nnssl", payload["network_weights"], encoder_only,
-                      {"network_class_name": arch["arch_class_name"], "arch_kwargs": arch["arch_kwargs"]},
+        weights = {k[len("module."):] if k.startswith("module.") else k: v
+                   for k, v in payload["network_weights"].items()}
+        encoder_only = not any(k.startswith("decoder.") and not k.startswith("decoder.encoder.") for k in weights)
+        return Source("nnssl", weights, encoder_only, resolve_architecture(plan["architecture_plans"]),
                       plan.get("pretrain_num_input_channels"),
-                      {"source": "MIC-DKFZ nnssl checkpoint", "key_to_encoder": encoder_key})
+                      {"source": "MIC-DKFZ nnssl checkpoint", "key_to_encoder": encoder_key,
+                       "nnssl_pretrain_plan": plan.get("pretrain_plan"),
+                       "arch_class_name": plan["architecture_plans"].get("arch_class_name")})
     if "network_weights" in payload and "trainer_name" in payload:  # our checkpoint_latest / _final
         weights = payload["network_weights"]
         unet = {k: v for k, v in weights.items() if k.startswith("encoder.") or (
@@ -188,6 +201,7 @@ def read_source(path: str | Path) -> Source:
         method = method_of(payload["trainer_name"]) or payload["trainer_name"]
         return Source(method, unet, encoder_only, arch, None,
                       {"source_checkpoint": str(path), "epochs": payload["current_epoch"],
+                       "pretraining_plans": plans, "pretraining_configuration": configuration,
                        "recipe": payload.get("nnssl_recipe"),  # None: a checkpoint from before recipes
                        "method_options": payload.get("nnssl_method_options")}, whitening)
     raise NnsslError(f"{path} is neither an nnssl_plugin weights file or checkpoint nor an nnssl checkpoint "
@@ -195,19 +209,21 @@ def read_source(path: str | Path) -> Source:
 
 
 def check_architecture(source: Source, target_arch: dict, target_channels: int) -> None:
+    """The pretraining architecture must be the target's (class-valued kwargs compared by the class they name);
+    input channels equal, or a 1-channel pretraining for an N-channel target (adapted in `transfer`)."""
+    from nnssl_plugin.nnssl_format import canonical_architecture
+
     if source.architecture is not None:
-        ours = {"network_class_name": source.architecture.get("network_class_name"),
-                "arch_kwargs": source.architecture.get("arch_kwargs")}
-        theirs = {"network_class_name": target_arch.get("network_class_name"),
-                  "arch_kwargs": target_arch.get("arch_kwargs")}
+        ours, theirs = canonical_architecture(source.architecture), canonical_architecture(target_arch)
         diff = first_architecture_difference(ours, theirs)
         if diff is not None:
             raise NnsslError(f"the target's architecture differs from the pretraining one at '{diff}'; export to a "
                              f"target whose plans share the pretraining architecture (pretrain on the target's "
                              f"plans with nnssl_prepare -t)")
-    if source.num_input_channels is not None and source.num_input_channels != target_channels:
+    if source.num_input_channels not in (None, 1, target_channels):
         raise NnsslError(f"the pretrained network has {source.num_input_channels} input channel(s), the target "
-                         f"{target_channels}; pretrain on images with the target's channels")
+                         f"{target_channels}; pretrain on images with the target's channels (a 1-channel "
+                         f"pretraining adapts to any number)")
 
 
 def export_weights(source: Source, target_plans: dict, configuration: str, dataset_json: dict,
@@ -216,6 +232,8 @@ def export_weights(source: Source, target_plans: dict, configuration: str, datas
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    from nnssl_plugin.nnssl_format import in_proj_keys, master_pretrain_info, short_class_name
+    from nnssl_plugin.nnssl_format import pretrain_plan as nnssl_pretrain_plan
     from nnssl_plugin.plans import resolve_configuration
 
     pm = PlansManager(target_plans)
@@ -225,22 +243,33 @@ def export_weights(source: Source, target_plans: dict, configuration: str, datas
     check_architecture(source, resolved["architecture"], channels)
     network = build_planned_network(target_plans, configuration, channels, dataset_json)
     prefixes = pretrained_prefixes(network, source.encoder_only)
-    state, report = transfer(network.state_dict(), source.state, prefixes)
+    state, report = transfer(network.state_dict(), source.state, prefixes, in_proj_keys(network))
     verify = build_planned_network(target_plans, configuration, channels, dataset_json)
     verify.load_state_dict(state, strict=True)
     loaded = verify.state_dict()
     for key in report.transferred:  # the strict load kept every pretrained tensor (aliases agree)
         if not torch.equal(loaded[key], state[key]):
             raise NnsslError(f"verification failed: {key} did not survive a strict load")
-    adaptation_plan = {
-        "architecture_plans": {"arch_class_name": resolved["architecture"]["network_class_name"],
-                               "arch_kwargs": resolved["architecture"]["arch_kwargs"]},
-        "pretrain_plan": source.provenance.get("source_plans"),
-        "pretrain_num_input_channels": channels,
-        "recommended_downstream_patchsize": list(resolved["patch_size"]),
+    pretrain_channels = source.num_input_channels or channels
+    source_plans, source_configuration = pretraining_plans(source)
+    report.warnings += preprocessing_differences(source_plans, source_configuration, target_plans, configuration)
+    pretrain_patch = (resolve_configuration(source_plans, source_configuration)["patch_size"]
+                      if source_plans and source_configuration in source_plans.get("configurations", {}) else None)
+    adaptation_plan = {  # MIC-DKFZ nnssl's nnssl_adaptation_plan (nnssl_format): what nnssl and nnU-Net read
+        "architecture_plans": {"arch_class_name": short_class_name(resolved["architecture"]["network_class_name"]),
+                               "arch_kwargs": resolved["architecture"]["arch_kwargs"],
+                               # as nnssl lists them: the class-valued kwargs that are set (not dropout_op=None)
+                               "arch_kwargs_requiring_import": [
+                                   k for k in resolved["architecture"].get("_kw_requires_import") or ()
+                                   if resolved["architecture"]["arch_kwargs"].get(k) is not None]},
+        "pretrain_plan": (source.provenance.get("nnssl_pretrain_plan") or
+                          nnssl_pretrain_plan(source_plans, source_configuration) or
+                          nnssl_pretrain_plan(target_plans, configuration)),
+        "pretrain_num_input_channels": pretrain_channels,
+        "recommended_downstream_patchsize": [int(p) for p in resolved["patch_size"]],
         "key_to_encoder": getattr(network, "key_to_encoder", None),
         "key_to_stem": getattr(network, "key_to_stem", None),
-        "keys_to_in_proj": list(getattr(network, "keys_to_in_proj", ()) or ()),
+        "keys_to_in_proj": in_proj_keys(network),
         "key_to_lpe": None,
     }
     payload = {
@@ -255,6 +284,8 @@ def export_weights(source: Source, target_plans: dict, configuration: str, datas
         "whitening": source.whitening,
         "versions": package_versions(),
         "nnssl_adaptation_plan": adaptation_plan,
+        "num_input_channels": channels,  # what the weights take (pretrain_num_input_channels: what pretraining saw)
+        "adapted_input_channels": report.adapted,
     }
     atomic_torch_save(payload, weights_path)
     plans = copy.deepcopy(target_plans)
@@ -266,9 +297,48 @@ def export_weights(source: Source, target_plans: dict, configuration: str, datas
                               "whitening": source.whitening is not None,
                               "whitening_shape": (list(source.whitening["w"].shape[:2]) if source.whitening
                                                   else None),
-                              "architecture_sha256": architecture_hash(resolved["architecture"])}
+                              "architecture_sha256": architecture_hash(resolved["architecture"]),
+                              # what nnU-Net's nnssl-side trainer reads (nnssl_format.master_pretrain_info)
+                              **master_pretrain_info(weights_path, network, pretrain_channels, pretrain_patch,
+                                                     resolved["patch_size"])}
     atomic_write_json(plans_path, plans)
     return report
+
+
+def pretraining_plans(source: Source) -> tuple[dict | None, str | None]:
+    """The full plans and configuration a source was pretrained with, where they can be found: a checkpoint
+    carries them; a weights file names them (read from nnUNet_preprocessed if still there); nnssl: None."""
+    if source.provenance.get("pretraining_plans") is not None:
+        return source.provenance["pretraining_plans"], source.provenance.get("pretraining_configuration")
+    identity = source.provenance.get("source_plans") or {}
+    if not identity.get("dataset_name") or not identity.get("plans_name"):
+        return None, None
+    from nnssl_plugin.paths import preprocessed_folder
+
+    path = preprocessed_folder() / identity["dataset_name"] / f"{identity['plans_name']}.json"
+    try:
+        return load_json(path), identity.get("configuration")
+    except (OSError, ValueError):
+        return None, None
+
+
+def preprocessing_differences(source_plans: dict | None, source_configuration: str | None, target_plans: dict,
+                              configuration: str) -> list[str]:
+    """Warnings when the target's images are preprocessed unlike the pretraining's (spacing, intensity
+    normalisation): the weights still fit (same architecture) but saw other intensities or scales."""
+    from nnssl_plugin.plans import resolve_configuration
+
+    if not source_plans or source_configuration not in source_plans.get("configurations", {}):
+        return []
+    ours, theirs = resolve_configuration(source_plans, source_configuration), resolve_configuration(target_plans,
+                                                                                                      configuration)
+    out = []
+    for key, what in (("spacing", "spacing"), ("normalization_schemes", "intensity normalisation")):
+        if ours.get(key) != theirs.get(key):
+            out.append(f"the target's {what} {theirs.get(key)} differs from the pretraining's {ours.get(key)} "
+                       f"(plans '{source_plans.get('plans_name')}' of {source_plans.get('dataset_name')}); the "
+                       f"weights fit, but were learnt on images preprocessed otherwise")
+    return out
 
 
 def weights_reference(weights_path: Path, dataset_folder: Path) -> str:
@@ -311,7 +381,7 @@ def load_exported_weights(plans: dict, architecture: dict, num_input_channels: i
     if payload["target_plans"]["architecture_sha256"] != architecture_hash(architecture):
         raise NnsslError(f"{path} was exported for another architecture than configuration '{configuration}' of "
                          f"plans '{plans['plans_name']}'; export again for it")
-    channels = payload["nnssl_adaptation_plan"]["pretrain_num_input_channels"]
+    channels = payload.get("num_input_channels", payload["nnssl_adaptation_plan"]["pretrain_num_input_channels"])
     if channels != num_input_channels:
         raise NnsslError(f"{path} expects {channels} input channel(s), this dataset has {num_input_channels}")
     prefixes = payload["pretrained_prefixes"]

@@ -12,8 +12,8 @@ PROG = "nnssl_export"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, allow_abbrev=False)
-    p.add_argument("-d", help="the pretraining dataset (id or name); not needed with --random-init")
-    p.add_argument("-m", help="pretraining method (moco, moco_zca, ...); not needed with --random-init")
+    p.add_argument("-d", help="the pretraining dataset (id or name); not needed with --random-init or --checkpoint FILE")
+    p.add_argument("-m", help="pretraining method (moco, moco_zca, ...); not needed with --random-init or --checkpoint FILE (read from the file)")
     p.add_argument("-t", required=True, help="the labelled target dataset (planned with nnU-Net)")
     p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
     p.add_argument("-p", default="nnUNetPlans", help="the target's plans (default nnUNetPlans)")
@@ -54,13 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     target_plans = load_plans(target, args.p)
     resolve_configuration(target_plans, args.c)
     dataset_json = load_json(preprocessed_folder() / target / "dataset.json")
+    source = None
     if args.random_init:
         method, source_dataset = "random", "none"
     else:
-        if not args.d or not args.m:
-            raise NnsslError("-d and -m are required (or pass --random-init for the random baseline)")
-        method = args.m
-        source_dataset = find_dataset_name(args.d, in_raw=False, in_preprocessed=True)
+        a_file = args.checkpoint not in ("final", "latest")
+        if not a_file and (not args.d or not args.m):
+            raise NnsslError("-d and -m are required (or pass --checkpoint FILE, or --random-init for the random "
+                             "baseline)")
+        source_dataset = find_dataset_name(args.d, in_raw=False, in_preprocessed=True) if args.d else "external"
+        source = read_source(_source_file(args, results_folder() / source_dataset))
+        for warning in source.warnings:
+            print(f"{PROG}: WARNING: {warning}", file=sys.stderr)
+        method = args.m or source.method  # a file names its method (nnssl checkpoints: 'nnssl')
     plans_name = args.plans_name or f"nnsslPlans_{method}"
     out_plans = plans_path(target, plans_name)
     out_weights = out_plans.with_name(f"{plans_name}_weights.pth")
@@ -77,13 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         network = build_planned_network(target_plans, args.c, channels, dataset_json)
         state = {k: v for k, v in network.state_dict().items() if k.startswith("encoder.")}
         source = Source("random", state, True, None, None, {"random_init_seed": args.seed})
-    else:
-        source = read_source(_source_file(args, results_folder() / source_dataset))
-        for warning in source.warnings:
-            print(f"{PROG}: WARNING: {warning}", file=sys.stderr)
 
     report = export_weights(source, target_plans, args.c, dataset_json, out_weights, out_plans, plans_name,
                             source_dataset)
+    for warning in report.warnings:
+        print(f"{PROG}: WARNING: {warning}", file=sys.stderr)
     print(f"transfer report: {report.summary()} (pretrained prefixes from the network class)")
     print(f"wrote {out_weights}\nwrote {out_plans}")
     target_id = int(target[7:10])
