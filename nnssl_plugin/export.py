@@ -1,5 +1,5 @@
-"""The weights contract (docs/ARCHITECTURE.md, "The weights contract"): build, verify, write and read the
-target-specific export.
+"""The weights contract (docs/ARCHITECTURE.md, "The weights contract"): build, verify and write the target-specific
+export. Reading a pretraining result: `export_sources`; loading the export at training time: `export_loading`.
 
 `export_weights` turns a pretraining result (our pretrained-weights file, a checkpoint of ours, or a MIC-DKFZ nnssl
 checkpoint with an `nnssl_adaptation_plan`) into one file for a labelled target dataset: `network_weights`, a
@@ -18,14 +18,13 @@ from pathlib import Path
 
 import torch
 
-from nnssl_plugin.checkpoints import atomic_torch_save, safe_load
+from nnssl_plugin.checkpoints import atomic_torch_save
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.io_utils import atomic_write_json, load_json
-from nnssl_plugin.pretrained import FORMAT as PRETRAINED_FORMAT
+from nnssl_plugin.export_sources import Source, preprocessing_differences, pretraining_plans
+from nnssl_plugin.io_utils import atomic_write_json
 from nnssl_plugin.pretrained import architecture_hash, package_versions
 
 EXPORT_FORMAT = "nnssl_export/1"
-VERSION_CHECKED = ("nnunetv2", "dynamic_network_architectures", "torch")  # a difference is warned about, not refused
 
 
 @dataclass
@@ -133,81 +132,6 @@ def first_architecture_difference(a: dict, b: dict, path: str = "") -> str | Non
     return None if a == b else path.rstrip(".")
 
 
-@dataclass
-class Source:
-    """What an export reads: the pretrained tensors (keyed as in the planned U-Net) and their provenance."""
-    method: str
-    state: dict[str, torch.Tensor]
-    encoder_only: bool
-    architecture: dict | None  # {"network_class_name", "arch_kwargs", ...} of the pretraining plans
-    num_input_channels: int | None
-    provenance: dict
-    whitening: dict | None = None
-    warnings: list[str] = field(default_factory=list)  # one line each, for the CLI to print
-
-
-def version_differences(recorded: dict) -> list[str]:
-    """`<package> <recorded> (installed <installed>)` for each of VERSION_CHECKED whose recorded version differs."""
-    installed = package_versions()
-    return [f"{name} {recorded[name]} (installed {installed[name]})" for name in VERSION_CHECKED
-            if name in recorded and str(recorded[name]) != installed[name]]
-
-
-def read_source(path: str | Path) -> Source:
-    """Read a pretrained-weights file, a checkpoint of ours, or a MIC-DKFZ nnssl checkpoint (safe load)."""
-    payload = safe_load(path)
-    if not isinstance(payload, dict):
-        raise NnsslError(f"{path} holds no dict of weights")
-    if payload.get("format") == PRETRAINED_FORMAT:
-        differences = version_differences(payload.get("versions") or {})
-        warnings = [f"{path} was written under {', '.join(differences)}; exporting anyway, the architecture check "
-                    f"decides whether the weights fit (pretrain again under the installed versions if fine-tuning "
-                    f"misbehaves)"] if differences else []
-        return Source(payload["method"], payload["network_weights"], payload["pretrained_prefixes"] == ["encoder"],
-                      payload["plans"]["architecture"], payload["num_input_channels"],
-                      {"source_plans": payload["plans"], "training": payload["training"],
-                       "pretraining_versions": payload["versions"]}, payload.get("whitening"), warnings)
-    if "nnssl_adaptation_plan" in payload:  # MIC-DKFZ nnssl checkpoint (nnssl_format: names resolved)
-        from nnssl_plugin.nnssl_format import resolve_architecture
-
-        plan = payload["nnssl_adaptation_plan"]
-        encoder_key = plan.get("key_to_encoder", "encoder.stages")
-        weights = {k[len("module."):] if k.startswith("module.") else k: v
-                   for k, v in payload["network_weights"].items()}
-        encoder_only = not any(k.startswith("decoder.") and not k.startswith("decoder.encoder.") for k in weights)
-        return Source("nnssl", weights, encoder_only, resolve_architecture(plan["architecture_plans"]),
-                      plan.get("pretrain_num_input_channels"),
-                      {"source": "MIC-DKFZ nnssl checkpoint", "key_to_encoder": encoder_key,
-                       "nnssl_pretrain_plan": plan.get("pretrain_plan"),
-                       "arch_class_name": plan["architecture_plans"].get("arch_class_name")})
-    if "network_weights" in payload and "trainer_name" in payload:  # our checkpoint_latest / _final
-        weights = payload["network_weights"]
-        unet = {k: v for k, v in weights.items() if k.startswith("encoder.") or (
-            k.startswith("decoder.") and not k.startswith(("decoder.encoder.", "decoder.seg_layers.")))}
-        if not any(k.startswith("encoder.") for k in unet):
-            raise NnsslError(f"{path} is an nnU-Net checkpoint without pretraining encoder weights")
-        encoder_only = not any(k.startswith("decoder.") for k in unet)
-        whitening = None
-        if "whitening.w" in weights:
-            whitening = {"mean": weights["whitening.mean"], "w": weights["whitening.w"],
-                         "groups": int(weights["whitening.w"].shape[0]), "eps": None}
-        plans = payload["init_args"]["plans"]
-        configuration = payload["init_args"]["configuration"]
-        from nnssl_plugin.plans import resolve_configuration
-
-        arch = resolve_configuration(plans, configuration)["architecture"]
-        from nnssl_plugin.trainer_names import method_of
-
-        method = method_of(payload["trainer_name"]) or payload["trainer_name"]
-        return Source(method, unet, encoder_only, arch, None,
-                      {"source_checkpoint": str(path), "epochs": payload["current_epoch"],
-                       "pretraining_plans": plans, "pretraining_configuration": configuration,
-                       "recipe": payload.get("nnssl_recipe"),  # None: a checkpoint from before recipes
-                       "method_options": payload.get("nnssl_method_options")}, whitening)
-    raise NnsslError(f"{path} is neither an nnssl_plugin weights file or checkpoint nor an nnssl checkpoint "
-                     f"(no nnssl_adaptation_plan)")
-
-
 def check_architecture(source: Source, target_arch: dict, target_channels: int) -> None:
     """The pretraining architecture must be the target's (class-valued kwargs compared by the class they name);
     input channels equal, or a 1-channel pretraining for an N-channel target (adapted in `transfer`)."""
@@ -305,110 +229,8 @@ def export_weights(source: Source, target_plans: dict, configuration: str, datas
     return report
 
 
-def pretraining_plans(source: Source) -> tuple[dict | None, str | None]:
-    """The full plans and configuration a source was pretrained with, where they can be found: a checkpoint
-    carries them; a weights file names them (read from nnUNet_preprocessed if still there); nnssl: None."""
-    if source.provenance.get("pretraining_plans") is not None:
-        return source.provenance["pretraining_plans"], source.provenance.get("pretraining_configuration")
-    identity = source.provenance.get("source_plans") or {}
-    if not identity.get("dataset_name") or not identity.get("plans_name"):
-        return None, None
-    from nnssl_plugin.paths import preprocessed_folder
-
-    path = preprocessed_folder() / identity["dataset_name"] / f"{identity['plans_name']}.json"
-    try:
-        return load_json(path), identity.get("configuration")
-    except (OSError, ValueError):
-        return None, None
-
-
-def preprocessing_differences(source_plans: dict | None, source_configuration: str | None, target_plans: dict,
-                              configuration: str) -> list[str]:
-    """Warnings when the target's images are preprocessed unlike the pretraining's (spacing, intensity
-    normalisation): the weights still fit (same architecture) but saw other intensities or scales."""
-    from nnssl_plugin.plans import resolve_configuration
-
-    if not source_plans or source_configuration not in source_plans.get("configurations", {}):
-        return []
-    ours, theirs = resolve_configuration(source_plans, source_configuration), resolve_configuration(target_plans,
-                                                                                                      configuration)
-    out = []
-    for key, what in (("spacing", "spacing"), ("normalization_schemes", "intensity normalisation")):
-        if ours.get(key) != theirs.get(key):
-            out.append(f"the target's {what} {theirs.get(key)} differs from the pretraining's {ours.get(key)} "
-                       f"(plans '{source_plans.get('plans_name')}' of {source_plans.get('dataset_name')}); the "
-                       f"weights fit, but were learnt on images preprocessed otherwise")
-    return out
-
-
 def weights_reference(weights_path: Path, dataset_folder: Path) -> str:
     """How `pretrain_info` names the weights: relative to the dataset's folder in nnUNet_preprocessed when the file
     lies in it (the export survives moving nnUNet_preprocessed, e.g. workstation -> cluster), absolute otherwise."""
     weights, folder = Path(weights_path).resolve(), Path(dataset_folder).resolve()
     return weights.relative_to(folder).as_posix() if weights.is_relative_to(folder) else str(weights)
-
-
-def exported_weights_path(plans: dict) -> Path:
-    """The weights file named by the plans' `pretrain_info`: a relative name is resolved against
-    nnUNet_preprocessed/<dataset_name>; an absolute path (exports written before relative names) is kept."""
-    path = Path(plans["pretrain_info"]["weights"])
-    if path.is_absolute():
-        return path
-    from nnssl_plugin.paths import preprocessed_folder
-
-    return preprocessed_folder() / plans["dataset_name"] / path
-
-
-def load_exported_weights(plans: dict, architecture: dict, num_input_channels: int, unet: torch.nn.Module,
-                          configuration: str) -> tuple[dict[str, torch.Tensor], str]:
-    """Load the export named by the plans' `pretrain_info` into `unet` (checks: file, sha256, architecture, input
-    channels; strict for the pretrained prefixes; the export's whitening into `bottleneck_whitening`).
-    Returns the loaded pretrained tensors and a one-line report for the training log."""
-    info = plans.get("pretrain_info")
-    if info is None:
-        raise NnsslError(f"plans '{plans['plans_name']}' has no pretrain_info; run nnssl_export -d <pretraining "
-                         f"dataset> -m <method> -t {int(plans['dataset_name'][7:10])} first and train with "
-                         f"-p nnsslPlans_<method>")
-    path = exported_weights_path(plans)
-    named_by = info.get("export_plans", plans["plans_name"])  # the export's plans, also when a run's plans carry it
-    if not path.is_file():
-        raise NnsslError(f"pretrained weights {path} (from plans '{named_by}') not found; rerun "
-                         f"nnssl_export --overwrite")
-    if sha256_of(path) != info["sha256"]:
-        raise NnsslError(f"{path} does not match the sha256 recorded in plans '{named_by}' (changed or "
-                         f"truncated since export); rerun nnssl_export --overwrite")
-    payload = safe_load(path)
-    if payload["target_plans"]["architecture_sha256"] != architecture_hash(architecture):
-        raise NnsslError(f"{path} was exported for another architecture than configuration '{configuration}' of "
-                         f"plans '{plans['plans_name']}'; export again for it")
-    channels = payload.get("num_input_channels", payload["nnssl_adaptation_plan"]["pretrain_num_input_channels"])
-    if channels != num_input_channels:
-        raise NnsslError(f"{path} expects {channels} input channel(s), this dataset has {num_input_channels}")
-    prefixes = payload["pretrained_prefixes"]
-    state = unet.state_dict()
-    pretrained = {k: v for k, v in payload["network_weights"].items() if matches_prefixes(k, prefixes)}
-    missing = [k for k in state if matches_prefixes(k, prefixes) and k not in pretrained]
-    if missing:
-        raise NnsslError(f"{path} lacks {len(missing)} tensor(s) under {prefixes}, e.g. {missing[0]}")
-    for key, value in pretrained.items():
-        state[key] = value
-        if key.startswith("encoder.") and "decoder." + key in state:
-            state["decoder." + key] = value  # the alias wins on load
-    if payload.get("whitening") is not None:
-        state["bottleneck_whitening.mean"] = payload["whitening"]["mean"]
-        state["bottleneck_whitening.w"] = payload["whitening"]["w"]
-    unet.load_state_dict(state, strict=True)
-    fresh = len([k for k in state if not matches_prefixes(k, prefixes) and not k.startswith("decoder.encoder.")])
-    message = (f"loaded {path} ({payload['method']}): {len(pretrained)} pretrained tensors under {prefixes}, "
-               f"{fresh} freshly initialised" + ("; bottleneck whitening applied" if payload.get("whitening") else ""))
-    return {k: v.detach().cpu().clone() for k, v in pretrained.items()}, message
-
-
-def verify_frozen_unchanged(unet: torch.nn.Module, loaded: dict[str, torch.Tensor]) -> int:
-    """Raise unless every loaded (frozen) tensor is bit-identical in `unet`; returns how many were checked."""
-    state = unet.state_dict()
-    changed = [k for k, v in loaded.items() if not torch.equal(state[k].detach().cpu(), v)]
-    if changed:
-        raise NnsslError(f"{len(changed)} frozen tensor(s) changed during training, e.g. {changed[0]}: the probe "
-                         f"was not linear on frozen features")
-    return len(loaded)

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 
-from nnssl_plugin.export import (build_planned_network, check_architecture, pretrained_prefixes, read_source,
-                                 transfer)
+from nnssl_plugin.export import build_planned_network, check_architecture, pretrained_prefixes, transfer
+from nnssl_plugin.export_sources import read_source
 from nnssl_plugin.modules.whitening import FrozenWhitening
 from nnssl_plugin.ops.rank import effective_rank, singular_spectrum
 from nnssl_plugin.plans import resolve_configuration

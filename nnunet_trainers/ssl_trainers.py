@@ -35,7 +35,7 @@ from torch import nn
 
 from nnssl_plugin.checkpoints import load_checkpoint_file, publish_written_file
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.export import load_exported_weights, verify_frozen_unchanged
+from nnssl_plugin.export_loading import load_exported_weights, verify_frozen_unchanged
 from nnssl_plugin.export_lookup import export_command, plans_with_export, select_export
 from nnssl_plugin.modules.probe import LinearProbeNetwork
 from nnssl_plugin.modules.probe_levels import attach_exported_whitening, level_set_for

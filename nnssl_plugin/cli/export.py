@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from nnssl_plugin.export import Source, build_planned_network, export_weights, read_source
+    from nnssl_plugin.export import build_planned_network, export_weights
+
+    from nnssl_plugin.export_sources import Source, read_source
     from nnssl_plugin.io_utils import load_json
     from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, results_folder
     from nnssl_plugin.plans import load_plans, plans_path, resolve_configuration
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         channels = determine_num_input_channels(pm, pm.get_configuration(args.c), dataset_json)
         network = build_planned_network(target_plans, args.c, channels, dataset_json)
         state = {k: v for k, v in network.state_dict().items() if k.startswith("encoder.")}
-        source = Source("random", state, True, None, None, {"random_init_seed": args.seed})
+        source = Source(method="random", state=state, encoder_only=True, architecture=None, num_input_channels=None,
+                        provenance={"random_init_seed": args.seed})
 
     report = export_weights(source, target_plans, args.c, dataset_json, out_weights, out_plans, plans_name,
                             source_dataset)

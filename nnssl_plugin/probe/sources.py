@@ -93,8 +93,8 @@ def load_frozen_source(text: str, target_folder: Path, plans: dict, configuratio
 
 def _from_export_plans(name: str, target_folder: Path, plans: dict, configuration: str, dataset_json: dict,
                        channels: int, wanted: str | None) -> FrozenSource:
-    from nnssl_plugin.export import (build_planned_network, exported_weights_path, first_architecture_difference,
-                                     load_exported_weights)
+    from nnssl_plugin.export import build_planned_network, first_architecture_difference
+    from nnssl_plugin.export_loading import exported_weights_path, load_exported_weights
     from nnssl_plugin.io_utils import load_json
     from nnssl_plugin.plans import resolve_configuration
 
@@ -120,14 +120,17 @@ def _from_export_plans(name: str, target_folder: Path, plans: dict, configuratio
 def _source_of_file(path: Path):
     """`read_source`, plus nnssl_export's own files (their pretrained prefixes and whitening)."""
     from nnssl_plugin.checkpoints import safe_load
-    from nnssl_plugin.export import EXPORT_FORMAT, Source, read_source
+    from nnssl_plugin.export import EXPORT_FORMAT
+    from nnssl_plugin.export_sources import Source, read_source
 
     payload = safe_load(path)
     if isinstance(payload, dict) and payload.get("format") == EXPORT_FORMAT:
         prefixes = payload["pretrained_prefixes"]
-        return Source(payload["method"], payload["network_weights"], level_set_for(prefixes) == "encoder", None,
-                      payload["nnssl_adaptation_plan"]["pretrain_num_input_channels"],
-                      {"export": str(path)}, payload.get("whitening")), payload["target_plans"]["architecture_sha256"]
+        channels = payload.get("num_input_channels", payload["nnssl_adaptation_plan"]["pretrain_num_input_channels"])
+        return Source(method=payload["method"], state=payload["network_weights"],
+                      encoder_only=level_set_for(prefixes) == "encoder", architecture=None,
+                      num_input_channels=channels, provenance={"export": str(path)},
+                      whitening=payload.get("whitening")), payload["target_plans"]["architecture_sha256"]
     return read_source(path), None
 
 

@@ -106,7 +106,7 @@ def _trainer(world, plans, name="nnUNetTrainerSSLInit_1epochs_2iters"):
 
 def test_loading_refuses_plans_without_pretrain_info(in_world):
     """The library call; the trainers look for a fitting export first (tests/downstream/test_export_lookup.py)."""
-    from nnssl_plugin.export import load_exported_weights
+    from nnssl_plugin.export_loading import load_exported_weights
 
     plans = json.loads((in_world.preprocessed / LAB / "nnUNetPlans.json").read_text())
     with pytest.raises(NnsslError, match="plans 'nnUNetPlans' has no pretrain_info; run nnssl_export"):

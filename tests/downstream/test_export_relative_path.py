@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from nnssl_plugin.cli import export as export_cli
-from nnssl_plugin.export import exported_weights_path, weights_reference
+from nnssl_plugin.export import weights_reference
+from nnssl_plugin.export_loading import exported_weights_path
 from nnssl_plugin.nnunet_trainers.registry import trainer_class
 
 LAB = "Dataset991_PhantomBTCV"

@@ -7,7 +7,8 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.export import first_architecture_difference, pretrained_prefixes, read_source, transfer
+from nnssl_plugin.export import first_architecture_difference, pretrained_prefixes, transfer
+from nnssl_plugin.export_sources import read_source
 from nnssl_plugin.modules.whitening import attach_bottleneck_whitening
 from nnssl_plugin.schedules import warmup_poly_lr
 

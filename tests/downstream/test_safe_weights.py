@@ -11,7 +11,8 @@ import torch
 
 from nnssl_plugin.cli import export as export_cli
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.export import read_source, sha256_of
+from nnssl_plugin.export import sha256_of
+from nnssl_plugin.export_sources import read_source
 from nnssl_plugin.nnunet_trainers.registry import trainer_class as downstream_trainer
 from nnssl_plugin.pretrain.registry import trainer_class as pretrain_trainer
 

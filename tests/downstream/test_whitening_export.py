@@ -14,7 +14,7 @@ from torch import nn
 from nnssl_plugin.checkpoints import safe_load
 from nnssl_plugin.config import method_config
 from nnssl_plugin.recipe import default_recipe
-from nnssl_plugin.export import read_source
+from nnssl_plugin.export_sources import read_source
 from nnssl_plugin.modules.moco_net import build_moco_network
 from nnssl_plugin.pretrained import write_pretrained_weights
 
