@@ -1,5 +1,5 @@
 """`nnssl_run.json` in a pretraining run's fold folder: the run's recipe, method options, held-out evaluation
-settings and autocast precision.
+settings, autocast precision and checkpoint interval.
 
 The trainer name carries only a hash of a non-default recipe and the method options (`_r<hash>`); this file carries
 their values, so that
@@ -21,12 +21,15 @@ PRECISIONS = ("amp", "bf16")  # amp: nnU-Net's (fp16 autocast + GradScaler on CU
 
 
 def write_run_record(folder: str | Path, recipe: Recipe, heldout: dict | None, options: dict | None = None,
-                     precision: str = "amp") -> Path:
+                     precision: str = "amp", save_every: int = 1) -> Path:
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+    if save_every < 1:
+        raise ValueError(f"save_every must be at least 1, got {save_every}")
     path = Path(folder) / FILE
     atomic_write_json(path, {"recipe": recipe.to_dict(), "method_options": dict(options or {}),
-                             "hash": run_hash(recipe, options), "heldout": heldout, "precision": precision})
+                             "hash": run_hash(recipe, options), "heldout": heldout, "precision": precision,
+                             "save_every": int(save_every)})
     return path
 
 

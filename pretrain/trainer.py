@@ -76,14 +76,16 @@ class nnsslPretrainer(nnUNetTrainer):
         if self.iterations is not None:
             self.num_iterations_per_epoch = self.iterations
             self.num_val_iterations_per_epoch = max(16, self.iterations // 5)  # enough crops for the rank monitor
-        # after every epoch (nnU-Net: every 50, hours on a GPU): a preempted or signalled run loses one epoch at most
-        self.save_every = 1
         self.recipe, self.method_options = run_settings(self.output_folder, self.method_config.family, self.recipe_tag)
         self.method_config = with_options(type(self).method_config, self.method_options)  # this run's variant
         self.initial_lr, self.weight_decay = self.recipe.lr, self.recipe.weight_decay
         record = read_run_record(self.output_folder)
         self.heldout_settings = record.get("heldout") if record is not None else None
         self.precision = record.get("precision", "amp") if record is not None else "amp"
+        # checkpoint_latest after every epoch by default (nnU-Net: every 50, hours on a GPU): a preempted or
+        # signalled run loses one epoch at most; `--save-every K` for a set interval
+        self.save_every = int(record.get("save_every", 1)) if record is not None else 1
+        self._latest_epoch: int | None = None  # the epoch checkpoint_latest.pth ends with (None: none written)
         if self.precision == "bf16":  # bf16 autocast on any device; its range needs no loss scaling
             self.grad_scaler = None
         self.nonfinite_steps = 0  # optimiser steps skipped because a gradient was NaN/Inf (checkpointed)
@@ -202,7 +204,7 @@ class nnsslPretrainer(nnUNetTrainer):
         super().on_train_start()
         if self.local_rank == 0:  # the record of what ran (nnssl_pretrain wrote it already; nnUNetv2_train did not)
             write_run_record(self.output_folder, self.recipe, self.heldout_settings, self.method_options,
-                             self.precision)
+                             self.precision, self.save_every)
         resumed = self._pending_rng_state is not None
         if resumed:  # --c: continue the random streams where the checkpoint left them
             set_rng_state(self._pending_rng_state)
@@ -275,8 +277,9 @@ class nnsslPretrainer(nnUNetTrainer):
     def _stopped_by_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         latest = os.path.join(self.output_folder, "checkpoint_latest.pth")
-        resume = (f"{latest} (after epoch {self.current_epoch - 1}) is the resume point: run the same command with "
-                  f"--c" if os.path.isfile(latest) else "no epoch had finished, so there is nothing to resume")
+        resume = (f"{latest} (after epoch {self._latest_epoch}) is the resume point: run the same command with --c"
+                  if os.path.isfile(latest) and self._latest_epoch is not None else
+                  "no checkpoint was written yet, so there is nothing to resume")
         self.print_to_log_file(f"{name} received: stopped during epoch {self.current_epoch}; {resume}")
         self._finish_loaders()
         raise SystemExit(128 + signum)
@@ -386,6 +389,7 @@ class nnsslPretrainer(nnUNetTrainer):
         log_probe(self.logger, self.current_epoch, probe)
         if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
             self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
+            self._latest_epoch = self.current_epoch
         if self.local_rank == 0:
             self.logger.plot_progress_png(self.output_folder)
         self.current_epoch += 1
@@ -450,6 +454,7 @@ class nnsslPretrainer(nnUNetTrainer):
         self.nonfinite_steps = int(checkpoint.get("nnssl_nonfinite_steps", 0))
         self.ssl_network.load_state_dict(checkpoint["network_weights"])
         self.current_epoch = checkpoint["current_epoch"]
+        self._latest_epoch = self.current_epoch - 1  # the checkpoint resumed from is the latest until the next save
         self.logger.load_checkpoint(checkpoint["logging"])
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])
         if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:

@@ -104,3 +104,16 @@ def test_method_options_are_typed_by_the_config_field_and_unknown_ones_refused()
             parse_option(hier, key, text)
     with pytest.raises(ValueError, match="not options"):
         with_options(hier, {"family": "moco"})
+
+
+def test_the_run_record_keeps_the_checkpoint_interval_and_refuses_zero(tmp_path):
+    import json
+
+    from nnssl_plugin.recipe import default_recipe
+
+    write_run_record(tmp_path, default_recipe("hier"), None, None, "amp", 5)
+    assert json.loads((tmp_path / "nnssl_run.json").read_text())["save_every"] == 5
+    write_run_record(tmp_path, default_recipe("hier"), None)
+    assert json.loads((tmp_path / "nnssl_run.json").read_text())["save_every"] == 1
+    with pytest.raises(ValueError, match="save_every must be at least 1"):
+        write_run_record(tmp_path, default_recipe("hier"), None, None, "amp", 0)

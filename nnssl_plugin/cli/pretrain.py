@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-num_gpus", type=int, default=1, help="GPUs for nnU-Net's single-node DDP (default 1)")
     p.add_argument("--bf16", action="store_true", help="autocast in bfloat16 on any device instead of nnU-Net's AMP "
                    "(fp16 with loss scaling on CUDA, none on a CPU); recorded in the run's nnssl_run.json")
+    p.add_argument("--save-every", type=int, default=1, metavar="K",
+                   help="write checkpoint_latest.pth every K epochs (default 1: a stopped or preempted run loses one "
+                        "epoch at most)")
     p.add_argument("--c", dest="continue_training", action="store_true",
                    help="continue from the latest checkpoint (fresh start if none)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default nnU-Net's 1000); shows in the name")
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     from nnssl_plugin.plans import load_plans, resolve_configuration
     from nnssl_plugin.trainer_names import pretrainer as trainer_name
 
-    for value, flag in ((args.epochs, "--epochs"), (args.iters, "--iters"), (args.eval_every, "--eval-every")):
+    for value, flag in ((args.epochs, "--epochs"), (args.iters, "--iters"), (args.eval_every, "--eval-every"),
+                        (args.save_every, "--save-every")):
         if value is not None and value < 1:
             raise NnsslError(f"{flag} must be at least 1, got {value}")
     check_probe_args(args)
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     results = writable_folder("nnUNet_results")  # unset or not writable: one line here, before any training
     os.environ["nnUNet_extTrainer"] = with_ext_trainer_folder(os.environ.get("nnUNet_extTrainer"))
     output = results / name / f"{trainer}__{args.p}__{args.configuration}" / "fold_all"
-    write_run_record(output, recipe, heldout, options, "bf16" if args.bf16 else "amp")
+    write_run_record(output, recipe, heldout, options, "bf16" if args.bf16 else "amp", args.save_every)
     checkpoints = ("checkpoint_latest.pth", "checkpoint_final.pth")
     if args.continue_training and not any((output / f).is_file() for f in checkpoints):
         print(f"{PROG}: --c found no checkpoint in {output}; starting a fresh run")
