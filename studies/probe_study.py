@@ -36,11 +36,12 @@ from pathlib import Path
 
 from study_steps import once, run, use_work_dir
 
+from nnssl_plugin.config import METHODS
 from nnssl_plugin.evidence import fmt, mean_sd, separation
+from nnssl_plugin.modules.probe_levels import level_set_of_method
 
 MARKER = ".nnssl_probe_study"
 UNLABELLED, TARGET = "Dataset990_PhantomUnlabelled", "Dataset991_PhantomBTCV"
-LEVELS = {"moco": "encoder", "moco_zca": "encoder", "hier": "decoder", "voxel2vec": "decoder"}
 GROUPS = (("hier", "moco_zca"), ("moco", "voxel2vec"))  # the issue's order: a cut study keeps the first group
 
 
@@ -48,7 +49,7 @@ def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work-dir", required=True, help="the study's own folder (created; reused only if it is one)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=[m for g in GROUPS for m in g], choices=sorted(LEVELS))
+    p.add_argument("--methods", nargs="+", default=[m for g in GROUPS for m in g], choices=sorted(METHODS))
     p.add_argument("--num-unlabelled", type=int, default=100, help="unlabelled phantom cases (default 100)")
     p.add_argument("--epochs", type=int, default=40, help="pretraining epochs (default 40)")
     p.add_argument("--iters", type=int, default=25, help="iterations per epoch (default 25: 1,000 steps in all)")
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
             logs / f"probe_{init}_seed{seed}_{f'n{n}' if n else 'all'}.log", started)
 
     methods = [m for g in GROUPS for m in g if m in args.methods]
-    randoms = [f"random_{level}" for level in ("encoder", "decoder") if level in {LEVELS[m] for m in methods}]
+    randoms = [f"random_{level}" for level in ("encoder", "decoder") if level in {level_set_of_method(m) for m in methods}]
     order = [[m for m in g if m in methods] for g in GROUPS]
     for i, group in enumerate(order):
         for seed in args.seeds:
@@ -177,7 +178,7 @@ def report(work: Path, args, methods: list[str], randoms: list[str], run_dir) ->
         means = values(init, None)
         if not means:
             continue
-        level = init.split("_", 1)[1] if init.startswith("random_") else LEVELS[init]
+        level = init.split("_", 1)[1] if init.startswith("random_") else level_set_of_method(init)
         base = values(f"random_{level}", None)
         sep = f"{separation(means, base):+.1f}" if not init.startswith("random_") and len(base) > 1 and \
             len(means) > 1 else ""

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from nnssl_plugin import trainer_names
+from nnssl_plugin.config import METHODS
 from nnssl_plugin.errors import NnsslError, cli_entry
 from nnssl_plugin.evidence import ORGANS, dice_per_organ, probe_rows, separation
 from nnssl_plugin.ext_trainers import with_ext_trainer_folder
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", type=int, default=2, help="processes for preprocessing (default 2)")
     p.add_argument("--epochs", type=int, default=4, help="pretraining epochs (default 4)")
     p.add_argument("--iters", type=int, default=25, help="pretraining iterations per epoch (default 25)")
-    p.add_argument("--methods", nargs="+", default=["moco_zca", "hier"], choices=sorted(LEVELS),
+    p.add_argument("--methods", nargs="+", default=["moco_zca", "hier"], choices=sorted(METHODS),
                    help="pretraining methods (default moco_zca hier)")
     p.add_argument("--seeds", type=int, default=2, help="pretraining and probe seeds per method, and random "
                    "initialisations of the reference (default 2; at least 2 give a spread)")
@@ -60,8 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# the levels the probe reads for each method; random init is read at the same ones as the method it is compared with
-LEVELS = {"moco": "encoder", "moco_zca": "encoder", "hier": "decoder", "voxel2vec": "decoder"}
 STUDY = "docs/RESULTS.md (studies/probe_study.py: 1,000 pretraining steps, 100 unlabelled phantoms, 3 seeds)"
 SHORT = {"nnUNetTrainerSSLLinear": "linear probe", "nnUNetTrainerSSLInit": "fine-tune",
          "nnUNetTrainerSSLScratch": "scratch"}
@@ -122,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         raise NnsslError(f"--seeds must be at least 1, got {args.seeds}")
     from nnssl_plugin.cli import cpu_config, demo_data, export, prepare, probe
 
+    from nnssl_plugin.modules.probe_levels import level_set_of_method
+
     work = Path(args.work_dir).resolve()
     methods = list(dict.fromkeys(args.methods))
+    # the levels the probe reads for each method; random init is read at the same ones as the method it is compared to
+    levels_of = {m: level_set_of_method(m) for m in methods}
     seeds = list(range(args.seed, args.seed + args.seeds))
     arms = downstream_arms(methods)
     stages = Stages(["generate CT phantoms (Dataset990 unlabelled, Dataset991 labelled)",
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                      *[f"nnssl_pretrain -d 990 -m {m} -c 3d_cpu ({args.epochs} epochs x {args.iters} iterations, "
                        f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})" for m in methods],
                      f"nnssl_probe -d 991 -c 3d_cpu -f 0: {len(methods) * len(seeds)} run(s) and "
-                     f"{len({LEVELS[m] for m in methods}) * len(seeds)} random initialisation(s)",
+                     f"{len(set(levels_of.values())) * len(seeds)} random initialisation(s)",
                      f"nnssl_export -d 990 -m {{{','.join(dict.fromkeys(a[0] for a in arms[:-1]))}}} -t 991 (seed "
                      f"{seeds[0]})",
                      f"nnssl_fewshot_splits -d 991 -n {args.labelled_cases}",
@@ -171,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
 
     stages.next()
     scores: dict[str, list[list[float]]] = {}
-    levels = {m: LEVELS[m] for m in methods}
+    levels = dict(levels_of)
     probes = [(m, [str(runs[m, s])], s) for m in methods for s in seeds]
-    for level in dict.fromkeys(LEVELS[m] for m in methods):
+    for level in dict.fromkeys(levels_of.values()):
         levels[f"random ({level})"] = level
         probes += [(f"random ({level})", ["random", "--levels-like", level], s) for s in seeds]
     for i, (init, source, seed) in enumerate(probes, 1):
