@@ -109,7 +109,7 @@ def run() -> str:
         loss.backward()
         ssl.optimizer.step()
 
-    dense = net.config.family == "hier"
+    dense = "decoder" in type(net).pretrained_prefixes  # the whole U-Net is pretrained: both views through it
     t_net = _median_time(unet_passes_only if dense else encoder_passes_only, args.repeats)
 
     dataset_tr, _ = supervised.get_tr_and_val_datasets()

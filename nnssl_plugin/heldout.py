@@ -249,13 +249,15 @@ def evaluate_dense(network: nn.Module, batches: Iterable[dict], device: torch.de
             "crops": int(raw.shape[0]), "erank": {"raw bottleneck": effective_rank(raw)}}
 
 
-def evaluate_moco(network: nn.Module, batches: Iterable[dict], device: torch.device) -> dict:
+def evaluate_moco(network: nn.Module, batches: Iterable[dict], device: torch.device,
+                  loss_batches: int | None = None) -> dict:
     """Held-out InfoNCE and top-1 of a MoCo-family network over all M held-out pairs, and the effective rank of the
     pooled raw (and whitened) bottleneck, from `network.pair_embeddings(view1, view2)` in eval mode without
     gradient; τ = network.config.temperature. Negatives of a query: the keys of the other held-out crops, except
     crops of its own case when the batches carry `case_ids` (as training masks same-case keys of its queue).
     Returns {"loss", "top1", "chance" (mean of 1 / (1 + negatives)), "negatives" (mean per query; M − 1 without
-    case ids), "crops" (M), "erank": {"raw bottleneck": ..., ["whitened bottleneck": ...]}}."""
+    case ids), "crops" (M), "erank": {"raw bottleneck": ..., ["whitened bottleneck": ...]}}. `loss_batches` is
+    accepted for `evaluate_dense`'s signature (families.py) and not used: every query needs all M keys."""
     if not hasattr(network, "pair_embeddings"):
         raise NnsslError(f"{type(network).__name__} has no pair_embeddings(view1, view2), which the held-out "
                          f"evaluation of the MoCo family needs; update nnssl_plugin or leave out --eval-target")
@@ -296,21 +298,26 @@ def bottleneck_channels(network: nn.Module) -> int:
 
 
 class HeldoutEvaluator:
-    """The hook: `create` at the start of training (after the network exists), `due` + `evaluate` at epoch ends."""
+    """The hook: `create` at the start of training (after the network exists), `due` + `evaluate` at epoch ends.
+    `evaluate_fn(network, batches, device, loss_batches)` is the method family's evaluation (`families.py`:
+    `evaluate_moco` or `evaluate_dense`)."""
 
     def __init__(self, loader, target: str, num_batches: int, config: HeldoutConfig,
-                 stored: dict[int, dict] | None, description: str):
+                 stored: dict[int, dict] | None, description: str, evaluate_fn: Callable[..., dict]):
         self.loader, self.target, self.num_batches, self.config = loader, target, num_batches, config
         self.stored = stored  # batch index -> batch (this rank's share), or None: redrawn at each evaluation
         self.description = description
+        self.evaluate_fn = evaluate_fn
 
     @classmethod
     def create(cls, target: str | int, pretrain_plans: dict, configuration: str, pretrain_folder: str | Path,
-               make_loader: Callable, network: nn.Module, batch_size: int,
-               config: HeldoutConfig = HeldoutConfig()) -> HeldoutEvaluator:
+               make_loader: Callable, network: nn.Module, batch_size: int, evaluate_fn: Callable[..., dict],
+               negatives: Callable[[int], str], config: HeldoutConfig = HeldoutConfig()) -> HeldoutEvaluator:
         """Locate the target's data (`locate_target_data`), refuse cases shared with the pretraining set, build
         `make_loader(dataset)` (the trainer's two_view_loader) over the target's cases and draw the batches:
-        enough for crops_per_channel × bottleneck channels crops, a multiple of the DDP world size."""
+        enough for crops_per_channel × bottleneck channels crops, a multiple of the DDP world size. `evaluate_fn`
+        and `negatives(crops)` (what a query is scored against, for the description) come from the method's family
+        (`families.Family.heldout`, `.heldout_negatives`)."""
         from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
         folder = locate_target_data(target, pretrain_plans, configuration)
@@ -336,14 +343,12 @@ class HeldoutEvaluator:
         if nbytes <= config.max_stored_bytes:
             stored = {mine[0]: first, **{i: draw_heldout_batch(loader, config.seed, i) for i in mine[1:]}}
         crops = num_batches * batch_size
-        negatives = (f"{crops - 1} negatives per query: top-1 chance 1/{crops}" if network.config.family == "moco"
-                     else "2V - 2 negatives per voxel for V voxels of a batch, as in training")
         description = (f"held-out evaluation on {target_name} ({len(cases)} cases never pretrained on, {folder}): "
                        f"{num_batches} batches of {batch_size} crop pairs = {crops} crops (>= "
                        f"{config.crops_per_channel:g} x {channels} bottleneck channels for the effective rank; "
-                       f"{negatives}), every {config.every} epochs and at the last; {nbytes / 1e6:.0f} MB "
+                       f"{negatives(crops)}), every {config.every} epochs and at the last; {nbytes / 1e6:.0f} MB "
                        f"{'kept in memory' if stored is not None else 'redrawn at each evaluation'}")
-        return cls(loader, target_name, num_batches, config, stored, description)
+        return cls(loader, target_name, num_batches, config, stored, description, evaluate_fn)
 
     def due(self, epoch: int, num_epochs: int) -> bool:
         """Evaluate after this epoch: every `every` epochs and at the last."""
@@ -358,11 +363,9 @@ class HeldoutEvaluator:
     def evaluate(self, network: nn.Module, device: torch.device) -> dict:
         """The held-out values of the unwrapped pretraining network (call on every rank under DDP); the network's
         weights, buffers, train/eval modes and every random stream are as before."""
-        with isolated_rng(self.config.seed):
-            if network.config.family == "moco":
-                return evaluate_moco(network, self.batches(), device)
-            world = dist.get_world_size() if is_distributed() else 1
-            return evaluate_dense(network, self.batches(), device, math.ceil(self.config.min_batches / world))
+        world = dist.get_world_size() if is_distributed() else 1
+        with isolated_rng(self.config.seed):  # the loss from min_batches batches (all ranks), the rank from all
+            return self.evaluate_fn(network, self.batches(), device, math.ceil(self.config.min_batches / world))
 
     def summary(self, values: dict) -> str:
         """One log line."""

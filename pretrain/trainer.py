@@ -9,9 +9,10 @@ validation. With `--eval-target` it runs the held-out hook (nnssl_plugin.heldout
 probe (nnssl_plugin.probe.online). Method and run length come from class attributes set by `registry` (a variant is
 a config).
 
-The trainer is method-agnostic: the config's `family` picks the network builder and the loader's augmentations; a
-network's forward returns {"loss", "terms" (named loss terms, logged), "top1", "embeddings" (named representations
-for the effective-rank monitor)} and its `after_step(out)` does the stateful bookkeeping after the optimiser step.
+The trainer is method-agnostic: the config's family row (nnssl_plugin.families) gives the network class, built with
+`from_plan` and used only through the contract of nnssl_plugin.modules.network_protocol (forward -> StepOutput
+{"loss", "terms", "top1", "embeddings"}, `after_step(out)` after the optimiser step, `pretrained_state`,
+`compile_encoder`, `min_cases`, `sample_unit`), the loader's views and the held-out evaluation.
 """
 from __future__ import annotations
 
@@ -34,15 +35,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnssl_plugin.checkpoints import load_checkpoint_file, rng_state, save_checkpoint_file, set_rng_state
 from nnssl_plugin.config import MethodConfig, with_options
-from nnssl_plugin.data.augment import global_view_transforms
 from nnssl_plugin.data.two_view import GEOMETRY_KEYS, TwoViewDataLoader
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.intensity import soft_tissue_windows, unit_ranges
-from nnssl_plugin.data.local_augment import hier_local_transforms, voxel2vec_view_transforms
-from nnssl_plugin.modules.hier_net import build_hier_network
-from nnssl_plugin.modules.moco_net import build_moco_network
+from nnssl_plugin.families import family_of
+from nnssl_plugin.intensity import unit_ranges
+from nnssl_plugin.modules.network_protocol import PlanContext
 from nnssl_plugin.ops.rank import effective_rank, singular_spectrum
-from nnssl_plugin.plans import cumulative_strides
 from nnssl_plugin.plots import plot_spectrum
 from nnssl_plugin.run_record import check_resumed_recipe, read_run_record, run_settings, write_run_record
 from nnssl_plugin.schedules import StepwiseLRScheduler
@@ -78,6 +76,7 @@ class nnsslPretrainer(nnUNetTrainer):
             self.num_val_iterations_per_epoch = max(16, self.iterations // 5)  # enough crops for the rank monitor
         self.recipe, self.method_options = run_settings(self.output_folder, self.method_config.family, self.recipe_tag)
         self.method_config = with_options(type(self).method_config, self.method_options)  # this run's variant
+        self.family = family_of(self.method_config)  # network class, views, held-out evaluation
         self.initial_lr, self.weight_decay = self.recipe.lr, self.recipe.weight_decay
         record = read_run_record(self.output_folder)
         self.heldout_settings = record.get("heldout") if record is not None else None
@@ -109,16 +108,12 @@ class nnsslPretrainer(nnUNetTrainer):
         unet = self.build_network_architecture(self.plans_manager, self.configuration_manager,
                                                self.num_input_channels, self.label_manager.num_segmentation_heads,
                                                enable_deep_supervision=False)
-        patch = self.configuration_manager.patch_size
         config = self.configuration_manager.configuration
+        plan = PlanContext(self.num_input_channels, self.batch_size, tuple(self.configuration_manager.patch_size),
+                           tuple(config["architecture"]["arch_kwargs"]["strides"]),
+                           tuple(unit_ranges(self.plans_manager.plans, config)))
         try:
-            if self.method_config.family == "hier":
-                self.network = build_hier_network(unet, self.method_config, self.num_input_channels,
-                                                  config["architecture"]["arch_kwargs"]["strides"], patch,
-                                                  unit_ranges(self.plans_manager.plans, config))
-            else:
-                self.network = build_moco_network(unet, self.method_config, self.batch_size, patch,
-                                                  cumulative_strides(config))
+            self.network = self.family.network.from_plan(unet, self.method_config, plan)
         except ValueError as e:
             raise NnsslError(f"{self.plans_manager.plans_name}/{self.configuration_name}: {e}") from None
         self.network = self.network.to(self.device)
@@ -131,14 +126,17 @@ class nnsslPretrainer(nnUNetTrainer):
         self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
         self.was_initialized = True
         self.print_to_log_file(f"nnssl pretraining: {self.method_config}")
+        self.print_to_log_file(f"network: {self.ssl_network.summary()}")
         self.print_to_log_file(f"optimiser recipe: {self.recipe} (batch size {self.batch_size})")
 
     def _check_enough_cases(self) -> None:
-        """The MoCo family needs negatives from other cases: refuse a set of fewer than 2 cases with one line."""
+        """Refuse, in one line, a set of fewer cases than the family's network needs (`min_cases`: the MoCo family
+        draws its negatives from other cases)."""
         folder = self.preprocessed_dataset_folder
         cases = infer_dataset_class(folder).get_identifiers(folder)
-        if self.method_config.family == "moco" and len(cases) < 2:
-            raise NnsslError(f"{self.method_config.method} needs at least 2 unlabelled cases (negatives come from "
+        need = self.family.network.min_cases
+        if len(cases) < need:
+            raise NnsslError(f"{self.method_config.method} needs at least {need} unlabelled cases (negatives come from "
                              f"other cases), {self.preprocessed_dataset_folder} holds {len(cases)}; prepare more "
                              f"cases with nnssl_prepare")
 
@@ -171,19 +169,8 @@ class nnsslPretrainer(nnUNetTrainer):
     def two_view_loader(self, dataset) -> TwoViewDataLoader:
         """The method's two-view sampler over `dataset` (augmentations and voxel sampling from its config)."""
         patch = self.configuration_manager.patch_size
-        is_2d = len(patch) == 2
-        config = self.method_config
-        plans, planned = self.plans_manager.plans, self.configuration_manager.configuration
-        windows = soft_tissue_windows(plans, planned)
-        if config.family == "hier":
-            options = ({"view_transforms": None, "local_transforms": hier_local_transforms(is_2d, windows)}
-                       if config.augmentation == "local" else
-                       {"view_transforms": voxel2vec_view_transforms(is_2d, unit_ranges(plans, planned), windows)})
-            options["num_voxels"] = config.num_voxels
-            options["mirror_axes"] = None if config.flips else ()  # Kats et al., vox2vec: translation-only views
-        else:
-            options = {"view_transforms": global_view_transforms(is_2d, windows), "max_shift": config.view_shift,
-                       "scale_range": config.view_scale}
+        options = self.family.views(self.method_config, len(patch) == 2, self.plans_manager.plans,
+                                    self.configuration_manager.configuration)
         return TwoViewDataLoader(dataset, self.batch_size, patch, self.label_manager, **options)
 
     def get_dataloaders(self):
@@ -213,6 +200,7 @@ class nnsslPretrainer(nnUNetTrainer):
             self.heldout = HeldoutEvaluator.create(self.heldout_settings["target"], self.plans_manager.plans,
                                                    self.configuration_name, self.preprocessed_dataset_folder,
                                                    self.two_view_loader, self.ssl_network, self.batch_size,
+                                                   self.family.heldout, self.family.heldout_negatives,
                                                    HeldoutConfig(every=self.heldout_settings["every"]))
             self.print_to_log_file(self.heldout.description)
             if not resumed and self.current_epoch == 0:  # the initialisation's values: the untrained reference
@@ -414,7 +402,7 @@ class nnsslPretrainer(nnUNetTrainer):
             ranks[name] = effective_rank(torch.from_numpy(z))
         plot_spectrum(spectra, ranks, os.path.join(self.output_folder, "spectrum.png"),
                       title=f"{self.method_config.method}: {len(z)} validation "
-                            f"{'voxels' if self.method_config.family == 'hier' else 'crops'}")
+                            f"{self.family.network.sample_unit}")
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.print_to_log_file("pretraining: nnU-Net's segmentation validation is skipped (no labels)")

@@ -38,7 +38,7 @@ from study_steps import once, run, use_work_dir
 
 from nnssl_plugin.config import METHODS
 from nnssl_plugin.evidence import fmt, mean_sd, separation
-from nnssl_plugin.modules.probe_levels import level_set_of_method
+from nnssl_plugin.families import level_set_of_method
 
 MARKER = ".nnssl_probe_study"
 UNLABELLED, TARGET = "Dataset990_PhantomUnlabelled", "Dataset991_PhantomBTCV"

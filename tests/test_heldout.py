@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnssl_plugin.errors import NnsslError
+from nnssl_plugin.families import FAMILIES
 from nnssl_plugin.heldout import (HeldoutConfig, HeldoutEvaluator, batch_seed, batches_for_rank, draw_heldout_batch,
                                   draw_heldout_batches, evaluate_dense, evaluate_moco, isolated_rng,
                                   locate_target_data, shared_cases)
@@ -222,8 +223,13 @@ def test_dense_evaluation_averages_the_training_forwards_terms_with_2v_minus_2_n
     assert net.training
 
 
+def _family_evaluation(network, *args) -> dict:
+    """The evaluation the trainer hands the hook, from the family table, for either fake network."""
+    return FAMILIES[network.config.family].heldout(network, *args)
+
+
 def _evaluator(loader, num_batches=3, **config) -> HeldoutEvaluator:
-    return HeldoutEvaluator(loader, "Dataset991_T", num_batches, HeldoutConfig(**config), None, "")
+    return HeldoutEvaluator(loader, "Dataset991_T", num_batches, HeldoutConfig(**config), None, "", _family_evaluation)
 
 
 def _train(hook: bool) -> dict:
@@ -434,14 +440,16 @@ def test_heldout_on_the_phantom_target_is_repeatable_and_changes_nothing(in_worl
 
     torch.manual_seed(0)
     net = _voxel2vec().train()
+    dense = FAMILIES["hier"]
     with pytest.raises(NnsslError, match="use --eval-target Dataset991_PhantomBTCV"):
         HeldoutEvaluator.create(990, plans, "3d_cpu", pretrain_root / "nnsslPretrainPlans_3d_fullres", make_loader,
-                                net, 2)
+                                net, 2, dense.heldout, dense.heldout_negatives)
     # the phantom's two sets share case names (phantom_000 ...) but not images: not an overlap
     evaluator = HeldoutEvaluator.create(991, plans, "3d_cpu", pretrain_root / "nnsslPretrainPlans_3d_fullres",
-                                        make_loader, net, 2)
+                                        make_loader, net, 2, dense.heldout, dense.heldout_negatives)
     assert evaluator.num_batches == 8 and "16 crops (>= 4 x 4 bottleneck channels" in evaluator.description
-    redrawn = HeldoutEvaluator(evaluator.loader, evaluator.target, 8, HeldoutConfig(max_stored_bytes=0), None, "")
+    redrawn = HeldoutEvaluator(evaluator.loader, evaluator.target, 8, HeldoutConfig(max_stored_bytes=0), None, "",
+                               dense.heldout)
     state = {k: v.clone() for k, v in net.state_dict().items()}
     _seed_all(1)
     expected = _draws()

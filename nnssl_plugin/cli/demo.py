@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         raise NnsslError(f"--seeds must be at least 1, got {args.seeds}")
     from nnssl_plugin.cli import cpu_config, demo_data, export, prepare, probe
 
-    from nnssl_plugin.modules.probe_levels import level_set_of_method
+    from nnssl_plugin.families import level_set_of_method
 
     work = Path(args.work_dir).resolve()
     methods = list(dict.fromkeys(args.methods))

@@ -25,7 +25,7 @@ same case voxels; voxel_batch (v,) the crop each voxel belongs to.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -33,6 +33,7 @@ from torch import nn
 from nnssl_plugin.config import HierConfig
 from nnssl_plugin.losses.restoration import restoration_mse
 from nnssl_plugin.losses.voxel import voxel_nt_xent_with_top1
+from nnssl_plugin.modules.network_protocol import PlanContext
 from nnssl_plugin.modules.projector import ProjectionHead
 from nnssl_plugin.modules.pyramid import level_channels, level_strides, pad_to_multiple, unet_pyramid
 from nnssl_plugin.ops.correspondence import gather_at_voxels
@@ -41,7 +42,10 @@ MONITOR_VOXELS = 256  # voxels per batch kept for the effective-rank monitor (va
 
 
 class HierNetwork(nn.Module):
-    pretrained_prefixes = ("encoder", "decoder")  # what pretrained_state() carries
+    """A `PretrainingNetwork` (modules/network_protocol.py) for hier and voxel2vec."""
+    pretrained_prefixes: ClassVar[tuple[str, ...]] = ("encoder", "decoder")  # what pretrained_state() carries
+    min_cases: ClassVar[int] = 1  # negatives are other voxels of the same batch, positives the same voxel
+    sample_unit: ClassVar[str] = "voxels"  # validation embeddings are sampled voxels
 
     def __init__(self, unet: nn.Module, config: HierConfig, num_input_channels: int,
                  strides: Sequence[Sequence[int]], unit_ranges: Sequence[tuple[float, float]] | None = None):
@@ -66,6 +70,21 @@ class HierNetwork(nn.Module):
             self.register_buffer("unit_lo", lo, persistent=False)  # (c_in,)
             self.register_buffer("unit_hi", hi, persistent=False)  # (c_in,)
         self.whitening = None  # no whitening in this family (the export reads the attribute)
+
+    @classmethod
+    def from_plan(cls, unet: nn.Module, config: HierConfig, plan: PlanContext) -> HierNetwork:
+        """The protocol's builder: `build_hier_network` with the plans' strides and intensity ranges."""
+        return build_hier_network(unet, config, plan.num_input_channels, plan.stage_strides, plan.patch_size,
+                                  plan.unit_ranges)
+
+    def summary(self) -> str:
+        """One line for the training log: the pyramid the voxel embedding reads and the loss terms."""
+        levels = len(self.strides)
+        reads = (f"{levels} levels projected to {self.config.level_dim} channels each" if self.projections is not None
+                 else f"{levels} raw levels concatenated ({self.head.net[0].in_features} channels)")
+        restore = (f"restoration weight {self.config.restoration_weight:g}" if self.restoration is not None
+                   else "no restoration")
+        return f"{reads}, {self.config.num_voxels} voxels per batch, τ {self.config.temperature:g}, {restore}"
 
     def compile_encoder(self) -> None:
         """torch.compile the U-Net's pyramid pass only: a compiled function, not a module, so the state-dict keys

@@ -22,7 +22,7 @@ InfoNCE. `terms` hold the weighted contributions:
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 import torch.distributed as dist
@@ -34,6 +34,7 @@ from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.losses.local import local_region_infonce
 from nnssl_plugin.losses.moco import moco_infonce_and_logits, top1_accuracy
 from nnssl_plugin.modules.ema import ema_update, frozen_copy_of
+from nnssl_plugin.modules.network_protocol import PlanContext
 from nnssl_plugin.modules.projector import ProjectionHead
 from nnssl_plugin.modules.queue import KeyQueue, derived_queue_size
 from nnssl_plugin.modules.whitening import RunningWhitening, apply_whitening, whitening_groups
@@ -62,7 +63,10 @@ def avg_pool(bottleneck: torch.Tensor) -> torch.Tensor:
 
 
 class MocoNetwork(nn.Module):
-    pretrained_prefixes = ("encoder",)  # what pretrained_state() carries
+    """A `PretrainingNetwork` (modules/network_protocol.py) for moco and moco_zca."""
+    pretrained_prefixes: ClassVar[tuple[str, ...]] = ("encoder",)  # what pretrained_state() carries
+    min_cases: ClassVar[int] = 2  # negatives come from other cases (same-case keys are masked)
+    sample_unit: ClassVar[str] = "crops"  # one validation embedding per crop
 
     def __init__(self, encoder: nn.Module, bottleneck_channels: int, config: MocoConfig, queue_size: int,
                  whitening: RunningWhitening | None = None):
@@ -81,6 +85,11 @@ class MocoNetwork(nn.Module):
         if whitening is not None:  # the keys' whitening statistics, refreshed with the key encoder
             self.register_buffer("key_mean", whitening.mean.detach().clone())
             self.register_buffer("key_w", whitening.w.detach().clone())
+
+    @classmethod
+    def from_plan(cls, unet: nn.Module, config: MocoConfig, plan: PlanContext) -> MocoNetwork:
+        """The protocol's builder: `build_moco_network` at the planned batch and patch."""
+        return build_moco_network(unet, config, plan.batch_size, plan.patch_size)
 
     def summary(self) -> str:
         """One line for the training log: the derived queue and whitening sizes."""
@@ -236,11 +245,11 @@ def default_world_size() -> int:
 
 
 def build_moco_network(unet: nn.Module, config: MocoConfig, batch_size: int, patch_size: Sequence[int],
-                       strides: Sequence[int], world_size: int | None = None) -> MocoNetwork:
+                       world_size: int | None = None) -> MocoNetwork:
     """Wrap the planned U-Net's encoder (its decoder is not pretrained by MoCo and is not kept here). Sizes follow
     the effective batch (batch_size x world_size): the queue (`derived_queue_size`, unless config.queue_size) and
-    the whitening groups (from the images behind the running estimate, batch / zca_momentum, not from positions,
-    so `strides` no longer matter; kept for the trainer's call; one channel per group with `zca_diagonal`)."""
+    the whitening groups (from the images behind the running estimate, batch / zca_momentum, not from positions;
+    one channel per group with `zca_diagonal`). The patch must hold the local loss's grid in every views' overlap."""
     if config.pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, found '{config.pooling}'")
     channels = unet.encoder.output_channels[-1]

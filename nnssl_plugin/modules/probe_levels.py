@@ -30,18 +30,6 @@ def level_set_for(pretrained_prefixes: Iterable[str]) -> str:
     return "decoder" if any(p.startswith("decoder") for p in pretrained_prefixes) else "encoder"
 
 
-def level_set_of_method(method: str) -> str:
-    """The level set a probe of `method`'s exports reads: from the prefixes its pretraining network carries."""
-    from nnssl_plugin.config import method_config
-
-    family = method_config(method).family
-    if family == "moco":
-        from nnssl_plugin.modules.moco_net import MocoNetwork as network_class
-    else:
-        from nnssl_plugin.modules.hier_net import HierNetwork as network_class
-    return level_set_for(network_class.pretrained_prefixes)
-
-
 def check_level_set(levels: str) -> str:
     if levels not in LEVEL_SETS:
         raise ValueError(f"levels must be one of {LEVEL_SETS}, got {levels!r}")

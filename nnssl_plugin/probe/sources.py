@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.modules.probe_levels import (LEVEL_SETS, attach_exported_whitening, level_set_for,
-                                               level_set_of_method)
+from nnssl_plugin.families import level_set_of_method
+from nnssl_plugin.modules.probe_levels import LEVEL_SETS, attach_exported_whitening, level_set_for
 from nnssl_plugin.modules.whitening import attach_bottleneck_whitening
 
 from nnssl_plugin.pretrained import OLD_WEIGHTS_FILE, WEIGHTS_FILE

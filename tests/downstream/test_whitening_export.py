@@ -32,7 +32,7 @@ def _unet():
 def _network():
     torch.manual_seed(0)
     return build_moco_network(_unet(), replace(method_config("moco_zca"), queue_size=64), 2, (8, 16, 16),
-                              (2, 4, 4), world_size=1)
+                              world_size=1)
 
 
 def _trained_state(layout: str) -> dict[str, torch.Tensor]:

@@ -30,7 +30,7 @@ def _batch(n=2, size=(8, 16, 16), seed=0):
 
 def _net(method="moco", **changes):
     torch.manual_seed(0)
-    return build_moco_network(_unet(), replace(method_config(method), **changes), 2, (8, 16, 16), (2, 4, 4),
+    return build_moco_network(_unet(), replace(method_config(method), **changes), 2, (8, 16, 16),
                               world_size=1)
 
 
@@ -42,18 +42,18 @@ def _fill(net, keys=16, case=100):
 
 def test_sizes_follow_the_effective_batch():
     config = method_config("moco_zca")
-    net = build_moco_network(_unet(), config, 2, (8, 16, 16), (2, 4, 4), world_size=4)
+    net = build_moco_network(_unet(), config, 2, (8, 16, 16), world_size=4)
     assert net.queue.keys.shape[0] == round(0.256 * 8 / (1 - 0.99))  # 205: 25.6 steps of 8 keys
     assert net.whitening.groups == 1  # 8 / 0.01 = 800 images behind the estimate >= 16 channels
-    few = build_moco_network(_unet(), replace(config, zca_momentum=0.5), 2, (8, 16, 16), (2, 4, 4), world_size=1)
+    few = build_moco_network(_unet(), replace(config, zca_momentum=0.5), 2, (8, 16, 16), world_size=1)
     assert few.whitening.groups == 4  # 4 images: groups of 4 channels
-    fixed = build_moco_network(_unet(), replace(config, queue_size=100), 2, (8, 16, 16), (2, 4, 4), world_size=1)
+    fixed = build_moco_network(_unet(), replace(config, queue_size=100), 2, (8, 16, 16), world_size=1)
     assert fixed.queue.keys.shape[0] == 100
 
 
 def test_diagonal_whitening_standardises_each_channel_by_its_running_moments():
     net = build_moco_network(_unet(), replace(method_config("moco"), zca=True, zca_diagonal=True, zca_momentum=0.5),
-                             2, (8, 16, 16), (2, 4, 4), world_size=1)
+                             2, (8, 16, 16), world_size=1)
     assert net.whitening.groups == 16 and net.whitening.w.shape == (16, 1, 1)
     torch.manual_seed(1)
     x = torch.randn(2, 16, 3, 4, 4) * torch.linspace(0.5, 4.0, 16)[None, :, None, None, None] + 3.0
@@ -221,7 +221,7 @@ def test_pretrained_state_loads_strictly_into_the_planned_unet_encoder():
 
 def test_patch_too_small_for_the_local_grid_is_named():
     with pytest.raises(ValueError, match=r"patch \[2, 16, 16\] is too small for the local-loss grid of 2 .* >= 3"):
-        build_moco_network(_unet(), replace(method_config("moco_zca"), view_shift=0.5), 2, (2, 16, 16), (1, 4, 4))
+        build_moco_network(_unet(), replace(method_config("moco_zca"), view_shift=0.5), 2, (2, 16, 16))
 
 
 def test_under_bf16_autocast_the_whitening_stays_fp32_and_the_loss_finite():
@@ -246,7 +246,7 @@ def test_max_pooling_option_pools_the_whitened_or_raw_map_by_its_maximum(method)
     unet = PlainConvUNet(1, 3, [4, 8, 16], nn.Conv3d, 3, [1, 2, 2], 2, 4, [2, 2], True, nn.InstanceNorm3d,
                          {"eps": 1e-5, "affine": True}, None, None, nn.LeakyReLU, {"inplace": True})
     net = build_moco_network(unet, replace(method_config(method), pooling="max", queue_size=64), 2, (8, 16, 16),
-                             (2, 4, 4), world_size=1).eval()
+                             world_size=1).eval()
     x1, x2 = torch.randn(2, 1, 8, 16, 16), torch.randn(2, 1, 8, 16, 16)
     with torch.no_grad():
         out = net.pair_embeddings(x1, x2)
@@ -256,6 +256,6 @@ def test_max_pooling_option_pools_the_whitened_or_raw_map_by_its_maximum(method)
         whitened = apply_whitening(bottleneck, net.whitening.mean, net.whitening.w)
         assert torch.allclose(out["whitened"], whitened.flatten(2).amax(2))
     with pytest.raises(ValueError, match="pooling"):
-        build_moco_network(unet, replace(method_config(method), pooling="gem"), 2, (8, 16, 16), (2, 4, 4), 1)
+        build_moco_network(unet, replace(method_config(method), pooling="gem"), 2, (8, 16, 16), 1)
 
 

@@ -14,7 +14,8 @@ import torch
 from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.export import build_planned_network, export_weights
 from nnssl_plugin.export_sources import read_source
-from nnssl_plugin.modules.probe_levels import level_set_for, level_set_of_method, read_levels
+from nnssl_plugin.families import level_set_of_method
+from nnssl_plugin.modules.probe_levels import level_set_for, read_levels
 from nnssl_plugin.nnunet_trainers.registry import trainer_class
 from nnssl_plugin.plans import resolve_configuration
 from nnssl_plugin.pretrained import FORMAT, architecture_hash, package_versions
