@@ -21,6 +21,19 @@ class NnsslError(Exception):
     """A problem with the user's input or environment. The CLIs print its message as one line and exit 1."""
 
 
+class BadArgument(NnsslError):
+    """A library function's argument `parameter` (its keyword name) is invalid; `problem` says why and how to fix it.
+    The message names the keyword; a command that maps keywords to its flags re-raises with the flag
+    (`for_flag`), so the library never names command-line flags."""
+
+    def __init__(self, parameter: str, problem: str):
+        super().__init__(f"{parameter} {problem}")
+        self.parameter, self.problem = parameter, problem
+
+    def for_flag(self, flag: str) -> NnsslError:
+        return NnsslError(f"{flag} {self.problem}")
+
+
 def os_error_message(error: OSError, written: object = None) -> str | None:
     """One line for an OSError the user fixes outside the program (full disk, quota, read-only file system,
     permissions) naming the file (`written`, the file being written, else the error's own file name); None for any

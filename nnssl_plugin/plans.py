@@ -5,7 +5,7 @@ import copy
 import math
 from pathlib import Path
 
-from nnssl_plugin.errors import NnsslError
+from nnssl_plugin.errors import BadArgument, NnsslError
 from nnssl_plugin.io_utils import load_json
 from nnssl_plugin.paths import preprocessed_folder
 
@@ -29,7 +29,7 @@ def resolve_configuration(plans: dict, configuration: str) -> dict:
     configurations = plans.get("configurations", {})
     if configuration not in configurations:
         raise NnsslError(f"configuration '{configuration}' is not in plans '{plans.get('plans_name')}' "
-                         f"(available: {', '.join(configurations)}); pass one of these with -c")
+                         f"(available: {', '.join(configurations)}); choose one of these")
     own = copy.deepcopy(configurations[configuration])
     parent = own.pop("inherits_from", None)
     if parent is None:
@@ -60,9 +60,9 @@ def add_cpu_configuration(plans: dict, parent: str = "3d_fullres", name: str = "
     """
     base = resolve_configuration(plans, parent)
     if name == parent:
-        raise NnsslError(f"--name must differ from the parent configuration '{parent}'")
+        raise BadArgument("name", f"must differ from the parent configuration '{parent}'")
     if feature_divisor < 1:
-        raise NnsslError(f"--feature-divisor must be at least 1, got {feature_divisor}")
+        raise BadArgument("feature_divisor", f"must be at least 1, got {feature_divisor}")
     architecture = copy.deepcopy(base["architecture"])
     kwargs = architecture["arch_kwargs"]
     kwargs["features_per_stage"] = [max(2, int(math.ceil(f / feature_divisor))) for f in kwargs["features_per_stage"]]
@@ -71,15 +71,15 @@ def add_cpu_configuration(plans: dict, parent: str = "3d_fullres", name: str = "
         patch_size = [max(s, int(p * patch_scale) // s * s) for p, s in zip(base["patch_size"], strides)]
     else:
         if len(patch_size) != len(strides):
-            raise NnsslError(f"--patch-size needs {len(strides)} values for '{parent}', got {len(patch_size)}")
+            raise BadArgument("patch_size", f"needs {len(strides)} values for '{parent}', got {len(patch_size)}")
         bad = [(p, s) for p, s in zip(patch_size, strides) if p < s or p % s]
         if bad:
-            raise NnsslError(f"--patch-size {patch_size} does not fit the network: each axis must be a positive "
-                             f"multiple of the cumulative stride {strides}")
+            raise BadArgument("patch_size", f"{patch_size} does not fit the network: each axis must be a positive "
+                                            f"multiple of the cumulative stride {strides}")
     new = {"inherits_from": parent, "patch_size": [int(p) for p in patch_size], "architecture": architecture}
     if batch_size is not None:
         if batch_size < 1:
-            raise NnsslError(f"--batch-size must be at least 1, got {batch_size}")
+            raise BadArgument("batch_size", f"must be at least 1, got {batch_size}")
         new["batch_size"] = int(batch_size)
     out = copy.deepcopy(plans)
     out["configurations"][name] = new

@@ -7,7 +7,7 @@ import pytest
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnssl_plugin.cli import cpu_config as cpu_cli
-from nnssl_plugin.errors import NnsslError
+from nnssl_plugin.errors import BadArgument, NnsslError
 from nnssl_plugin.plans import add_cpu_configuration, cumulative_strides, resolve_configuration
 
 
@@ -46,6 +46,26 @@ def test_explicit_patch_must_be_a_multiple_of_the_stride():
 def test_unknown_parent_configuration_is_named():
     with pytest.raises(NnsslError, match="configuration '3d_lowres' is not in plans"):
         add_cpu_configuration(_plans(), parent="3d_lowres")
+
+
+BAD = [({"name": "3d_fullres"}, ["--name", "3d_fullres"], "name", "--name", "must differ from the parent"),
+       ({"feature_divisor": 0}, ["--feature-divisor", "0"], "feature_divisor", "--feature-divisor",
+        "at least 1, got 0"),
+       ({"patch_size": [16, 64]}, ["--patch-size", "16", "64"], "patch_size", "--patch-size", "needs 3 values"),
+       ({"batch_size": 0}, ["--batch-size", "0"], "batch_size", "--batch-size", "at least 1, got 0")]
+
+
+@pytest.mark.parametrize("kwargs, argv, keyword, flag, problem", BAD, ids=[row[2] for row in BAD])
+def test_the_library_names_its_keyword_and_the_command_its_flag(kwargs, argv, keyword, flag, problem, planned,
+                                                                capsys):
+    with pytest.raises(BadArgument, match=f"^{keyword} .*{problem}") as raised:
+        add_cpu_configuration(_plans(), **kwargs)
+    assert raised.value.parameter == keyword and "--" not in str(raised.value)
+    before = planned.read_text()
+    assert cpu_cli.main(["-d", "991", "--overwrite", *argv]) == 1
+    err = capsys.readouterr().err
+    assert f"{flag} " in err and problem in err and f"{keyword} " not in err.replace(flag, "")
+    assert planned.read_text() == before
 
 
 @pytest.fixture

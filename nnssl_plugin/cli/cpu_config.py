@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 
-from nnssl_plugin.errors import NnsslError, cli_entry
+from nnssl_plugin.errors import BadArgument, NnsslError, cli_entry
 
 PROG = "nnssl_add_cpu_config"
+FLAGS = {"parent": "-c", "name": "--name", "feature_divisor": "--feature-divisor", "patch_scale": "--patch-scale",
+         "patch_size": "--patch-size", "batch_size": "--batch-size"}  # add_cpu_configuration's keywords
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.name in plans["configurations"] and not args.overwrite:
         raise NnsslError(f"plans '{args.p}' of {name} already have a configuration '{args.name}'; pass "
                          f"--overwrite to replace it or --name for another")
-    new = add_cpu_configuration(plans, args.c, args.name, args.feature_divisor, args.patch_scale, args.patch_size,
-                                args.batch_size)
+    try:
+        new = add_cpu_configuration(plans, args.c, args.name, args.feature_divisor, args.patch_scale, args.patch_size,
+                                    args.batch_size)
+    except BadArgument as e:  # the library names its keyword; the user typed a flag
+        raise e.for_flag(FLAGS.get(e.parameter, e.parameter)) from None
     atomic_write_json(plans_path(name, args.p), new)
     resolved = resolve_configuration(new, args.name)
     kwargs = resolved["architecture"]["arch_kwargs"]
