@@ -166,6 +166,34 @@ def test_pretraining_killed_mid_epoch_resumes_to_the_uninterrupted_weights(world
     assert not list(fold.glob(".*.tmp")), "no temp file of a killed write is left behind"
 
 
+DENSE_ARGS = ["-d", "990", "-m", "hier", "-c", "3d_cpu", "-device", "cpu", "--epochs", "4", "--iters", "3",
+              "--seed", "7", "--eval-target", "991", "--eval-every", "2"]
+DENSE_FOLD = Path(UNL) / "nnsslPretrainer_hier_4epochs_3iters_seed7__nnsslPretrainPlans__3d_cpu" / "fold_all"
+
+
+@pytest.mark.slow
+def test_a_dense_run_with_the_heldout_hook_stopped_by_sigterm_resumes_bit_identical(world, tmp_path):
+    """hier (local corruptions, voxel sampling, restoration: more random streams than moco) with the held-out hook,
+    as the probe study runs it: SIGTERM after step 2 of epoch 2, then --c, ends with the uninterrupted run's weights
+    and held-out values."""
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    _run(["nnssl_pretrain", *DENSE_ARGS], _env(world, whole))
+    _run_killed({"at": "signal", "epoch": KILL_EPOCH, "step": 2, "module": "nnssl_plugin.pretrain.trainer",
+                 "cls": "nnsslPretrainer", "entry": "nnssl_pretrain", "argv": DENSE_ARGS, "signal": "SIGTERM"},
+                _env(world, stopped), 128 + signal.SIGTERM)
+    _run(["nnssl_pretrain", *DENSE_ARGS, "--c"], _env(world, stopped))
+    reference, resumed = ([torch.load(root / DENSE_FOLD / "ssl_weights.pth", weights_only=True)["network_weights"]
+                           for root in (whole, stopped)])
+    assert reference.keys() == resumed.keys()
+    assert [k for k in resumed if not torch.equal(reference[k], resumed[k])] == []
+
+    def heldout_lines(root):
+        lines = "".join(p.read_text() for p in sorted((root / DENSE_FOLD).glob("training_log_*.txt"))).splitlines()
+        return [line.split(": ", 1)[1] for line in lines if ": held-out: held-out (" in line]
+
+    assert len(heldout_lines(whole)) == 2 and heldout_lines(stopped) == heldout_lines(whole)
+
+
 @pytest.mark.slow
 def test_fine_tuning_killed_mid_epoch_resumes_from_its_last_checkpoint(world, tmp_path):
     trainer = "nnUNetTrainerSSLScratch_4epochs_3iters_seed2_noTTA"  # no mirrored validation: faster
