@@ -39,7 +39,9 @@ def unwrap(network: nn.Module) -> nn.Module:
 
 
 def restore_nnunet_state(trainer, checkpoint: dict) -> None:
-    """Load a downstream (nnU-Net format) checkpoint's contents into an initialised trainer."""
+    """Load an nnU-Net-format checkpoint's contents into an initialised trainer: the downstream trainers' and the
+    pretrainer's (which writes the same fields, its network being the pretraining network, and restores its own
+    extras, recipe and RNG state, after this)."""
     network = unwrap(trainer.network)
     own_keys = network.state_dict().keys()
     weights = {(k[7:] if k not in own_keys and k.startswith("module.") else k): v

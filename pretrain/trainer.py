@@ -49,7 +49,7 @@ from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
 from nnssl_plugin.io_utils import atomic_write_json
 from nnssl_plugin.memory import peak_memory_line
 from nnssl_plugin.stop_signals import StopSignals, StopTraining
-from nnssl_plugin.trainer_plumbing import seed_run, unwrap
+from nnssl_plugin.trainer_plumbing import restore_nnunet_state, seed_run, unwrap
 from nnssl_plugin.probe.online import OnlineProbe
 from nnssl_plugin.ssl_logging import LOSS_TERMS, SSLLocalLogger, log_heldout, log_probe
 
@@ -440,12 +440,7 @@ class nnsslPretrainer(nnUNetTrainer):
                              filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "the checkpoint",
                              checkpoint.get("nnssl_method_options"), self.method_options)
         self.nonfinite_steps = int(checkpoint.get("nnssl_nonfinite_steps", 0))
-        self.ssl_network.load_state_dict(checkpoint["network_weights"])
-        self.current_epoch = checkpoint["current_epoch"]
+        restore_nnunet_state(self, checkpoint)  # nnU-Net's part, shared with the downstream trainers
         self._latest_epoch = self.current_epoch - 1  # the checkpoint resumed from is the latest until the next save
-        self.logger.load_checkpoint(checkpoint["logging"])
-        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
-        if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
-            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
         self._pending_rng_state = checkpoint.get("rng_state")
         self.print_to_log_file(f"resumed from {filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else 'a checkpoint'} at epoch {self.current_epoch}")
