@@ -119,6 +119,7 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_next_step(in_world, tm
 @pytest.mark.slow
 @pytest.mark.parametrize("fixture,plans,configuration,method", [
     ("world_2d", "nnsslPretrain2d", "2d_cpu", "moco_zca"),
+    ("world_2d", "nnsslPretrain2d", "2d_cpu", "hier"),  # the dense family on 2d: in-plane voxel correspondences
     ("world_resenc", "nnsslPretrainResEnc", "3d_cpu", "moco_zca"),
 ])
 def test_2d_and_residual_encoder_plans_pretrain(request, fixture, plans, configuration, method):
