@@ -18,12 +18,14 @@ Random init is probed with the level set of the method it is compared with: the 
 moco_zca, the bottleneck and decoder stages for hier and voxel2vec.
 
 Order (the issue's, so that a cut study has the most important part): hier, moco_zca and random init on every seed;
-then moco and voxel2vec; then the label-efficiency probes (N labelled cases, nested draws). Every step is skipped
+then moco and voxel2vec; then the label-efficiency probes (N labelled cases, nested draws); then, with
+--finetune-2d, the fine-tuning arm on 2d_cpu (studies/finetune_2d.py). Every step is skipped
 when its output exists and an interrupted pretraining resumes from its checkpoint_latest (`--c`), so the same
 command picks up where a stopped study stopped. After each step the report is rewritten: probe_study.json (every
 per-seed number) and probe_study.md (the tables; with --plot, label_efficiency.png).
 
 Usage: .venv/bin/python studies/probe_study.py --work-dir /tmp/probe_study [--seeds 0 1 2] [--epochs 40 --iters 25]
+       [--finetune-2d [--ft-epochs 50 --ft-iters 20 --ft-n 1 2 --ft-repeats 3]]
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from finetune_2d import add_arguments as add_finetune_2d_arguments
+from finetune_2d import finetune_2d
 from study_steps import once, run, use_work_dir
 
 from nnssl_plugin.config import METHODS
@@ -57,6 +61,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("-n", type=int, nargs="*", default=[1, 2, 4], help="label-efficiency: labelled training cases "
                    "of the probe (default 1 2 4; the full fold, 9, is the main probe); none to skip")
     p.add_argument("--plot", action="store_true", help="also label_efficiency.png (matplotlib)")
+    add_finetune_2d_arguments(p)
     return p.parse_args(argv)
 
 
@@ -126,6 +131,8 @@ def main(argv=None) -> int:
             for init in [*methods, *randoms]:
                 probe(init, seed, n)
             report(work, args, methods, randoms, run_dir)
+    if args.finetune_2d:
+        finetune_2d(work, args, logs, started)
     print(f"done in {time.time() - started:.0f} s: {work / 'probe_study.md'}")
     return 0
 
