@@ -28,6 +28,7 @@ from pathlib import Path
 
 from study_steps import once, run
 
+from nnssl_plugin import trainer_names
 from nnssl_plugin.evidence import fmt, mean_sd, pseudo_dice_curve, separation
 from nnssl_plugin.families import level_set_of_method
 
@@ -40,13 +41,15 @@ def add_arguments(p) -> None:
     g.add_argument("--ft-methods", nargs="+", default=["hier", "moco_zca"], help="methods pretrained on 2d_cpu")
     g.add_argument("--ft-n", type=int, nargs="+", default=[1, 2], help="labelled training cases (default 1 2)")
     g.add_argument("--ft-repeats", type=int, default=3, help="seeded draws per N (default 3)")
-    g.add_argument("--ft-epochs", type=int, default=50, help="fine-tuning epochs (default 50)")
+    g.add_argument("--ft-epochs", type=int, default=125, help="fine-tuning epochs (default 125: 2,500 "
+                   "steps with --ft-iters 20; 1,000 found the liver only)")
     g.add_argument("--ft-iters", type=int, default=20, help="iterations per fine-tuning epoch (default 20)")
     g.add_argument("--batch-2d", type=int, default=4, help="batch size of the 2d_cpu configuration (default 4)")
 
 
 def run_name(method: str, args) -> str:
-    return f"nnsslPretrainer_{method}_{args.epochs}epochs_{args.iters}iters_seed{args.seeds[0]}__{PLANS_2D}__2d_cpu"
+    return trainer_names.run_folder(trainer_names.pretrainer(method, args.epochs, args.iters, args.seeds[0]), PLANS_2D,
+                                    "2d_cpu")
 
 
 def finetune_2d(work: Path, args, logs: Path, started: float) -> None:

@@ -25,7 +25,7 @@ command picks up where a stopped study stopped. After each step the report is re
 per-seed number) and probe_study.md (the tables; with --plot, label_efficiency.png).
 
 Usage: .venv/bin/python studies/probe_study.py --work-dir /tmp/probe_study [--seeds 0 1 2] [--epochs 40 --iters 25]
-       [--finetune-2d [--ft-epochs 50 --ft-iters 20 --ft-n 1 2 --ft-repeats 3]]
+       [--finetune-2d [--ft-epochs 125 --ft-iters 20 --ft-n 1 2 --ft-repeats 3]]
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from finetune_2d import add_arguments as add_finetune_2d_arguments
 from finetune_2d import finetune_2d
 from study_steps import once, run, use_work_dir
 
+from nnssl_plugin import trainer_names
 from nnssl_plugin.config import METHODS
 from nnssl_plugin.evidence import fmt, mean_sd, separation
 from nnssl_plugin.families import level_set_of_method
@@ -90,8 +91,8 @@ def main(argv=None) -> int:
          logs / "prepare.log", started)
 
     def run_dir(method: str, seed: int) -> Path:
-        return results / f"nnsslPretrainer_{method}_{args.epochs}epochs_{args.iters}iters_seed{seed}__" \
-                         f"nnsslPretrainPlans__3d_cpu" / "fold_all"
+        trainer = trainer_names.pretrainer(method, args.epochs, args.iters, seed)
+        return results / trainer_names.run_folder(trainer, "nnsslPretrainPlans", "3d_cpu") / "fold_all"
 
     def pretrain(method: str, seed: int) -> None:
         fold = run_dir(method, seed)
