@@ -36,6 +36,7 @@ from pathlib import Path
 
 from study_steps import run, use_work_dir
 
+from nnssl_plugin import trainer_names
 from nnssl_plugin.evidence import ORGANS, dice_per_organ, fmt, mean_sd, pseudo_dice_curve, separation
 
 TRAINERS = {"linear probe": "nnUNetTrainerSSLLinear", "frozen encoder": "nnUNetTrainerSSLFrozenEncoder"}
@@ -79,7 +80,7 @@ def main() -> int:
     weights: dict[tuple[str, int], Path] = {}
     for seed in args.seeds:
         for method in args.methods:
-            name = f"nnsslPretrainer_{method}_{args.epochs}epochs_{args.iters}iters_seed{seed}"
+            name = trainer_names.pretrainer(method, args.epochs, args.iters, seed)
             run_dir = results / UNLABELLED / f"{name}__nnsslPretrainPlans__3d_cpu"
             weights[method, seed] = run_dir / "fold_all" / "ssl_weights.pth"
             print(f"[{time.time() - start:.0f} s] pretrain {method} seed {seed}", flush=True)
@@ -107,7 +108,7 @@ def main() -> int:
     for label, trainer, methods, n_epochs in arms:
         for seed in args.seeds:
             for method in methods:
-                variant = f"{trainer}_{n_epochs}epochs_{args.ft_iters}iters_seed{seed}_noTTA"
+                variant = trainer_names.downstream(trainer, n_epochs, args.ft_iters, seed, no_tta=True)
                 plans = "nnUNetPlans" if method == "scratch" else f"nnsslPlans_{method}_s{seed}"
                 fold_dir = results / TARGET / f"{variant}__{plans}__3d_cpu" / f"fold_{args.fold}"
                 summary = fold_dir / "validation" / "summary.json"
