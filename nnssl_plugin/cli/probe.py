@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", required=True, help="the labelled target dataset (planned and preprocessed by nnU-Net)")
     p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
     p.add_argument("-p", default="nnUNetPlans", help="the target's plans (default nnUNetPlans)")
-    p.add_argument("-f", type=int, default=0, help="fold of the target's splits_final.json (default 0)")
+    p.add_argument("-f", default="0", help="fold of the target's splits_final.json (default 0), or 'all': every fold, "
+                                           "each case's features computed once for all folds")
     p.add_argument("--levels-like", default=None,
                    help="read the levels of this method (moco, moco_zca: encoder stages; hier, voxel2vec: bottleneck "
                         "and decoder stages) or level set (encoder, decoder); required for 'random', which has none "
@@ -68,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cpu":
         threads = cpu_threads()
         torch.set_num_threads(threads)
-    target = load_target(args.d, args.p, args.c, args.f)
+    if args.f != "all" and not args.f.isdigit():
+        raise NnsslError(f"-f {args.f!r}: pass a fold number of the target's splits (e.g. -f 0) or -f all")
+    if args.f == "all":
+        return _all_folds(args, started, threads)
+    target = load_target(args.d, args.p, args.c, int(args.f))
     if args.train_cases is not None:
         from nnssl_plugin.probe.subset import nested_subset
 
@@ -95,6 +100,62 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(out, probe_record(args.source, source, target, result, config, args.levels_like, args.device,
                                         threads, features))
     print(f"{PROG}: wrote {out} ({result.seconds['total']:.1f} s)")
+    return 0
+
+
+def _all_folds(args: argparse.Namespace, started: float, threads: int) -> int:
+    """`-f all`: the probe on every fold of the target's splits (probe/folds.py), one JSON with a record per fold and
+    the mean over the folds."""
+    import math
+
+    import torch
+
+    from nnssl_plugin.io_utils import atomic_write_json
+    from nnssl_plugin.modules.probe_levels import level_channels
+    from nnssl_plugin.paths import results_folder
+    from nnssl_plugin.probe.dense import ProbeConfig
+    from nnssl_plugin.probe.folds import run_dense_probe_folds
+    from nnssl_plugin.probe.report import default_json_path, organ_lines, probe_record
+    from nnssl_plugin.probe.sources import RANDOM, load_frozen_source
+    from nnssl_plugin.probe.target import load_target
+
+    if args.train_cases is not None:
+        raise NnsslError("--train-cases draws from one fold's training cases; pass -f <fold> with it, not -f all")
+    first = load_target(args.d, args.p, args.c, 0)
+    targets = [first, *(load_target(args.d, args.p, args.c, f) for f in range(1, first.num_folds))]
+    source = load_frozen_source(args.source, first.folder, first.plans, args.c, first.dataset_json,
+                                first.num_input_channels, args.levels_like, args.seed)
+    out = Path(args.o) if args.o else default_json_path(source, first, args.seed,
+                                                        results_folder() if args.source == RANDOM else None,
+                                                        fold="all")
+    features = sum(level_channels(source.unet, source.levels))
+    print(f"{PROG}: {source.description}")
+    print(f"{PROG}: {source.levels} levels ({features} features) of {source.method} on {first.name} {args.c}, "
+          f"{len(targets)} folds of {first.splits}")
+    config = ProbeConfig(voxels_per_class=args.voxels_per_class, weight_decay=args.weight_decay, seed=args.seed)
+    results = run_dense_probe_folds(source.unet, source.levels, [(t.train, t.val) for t in targets],
+                                    first.patch_size, len(first.class_names), torch.device(args.device),
+                                    first.ignore_label, config)
+    records = []
+    for target, result in zip(targets, results):
+        print(f"{PROG}: fold {target.fold} ({len(target.train)} training, {len(target.val)} validation cases): "
+              f"{organ_lines(result, target)[-1].strip()}")
+        if not result.fit.converged:
+            print(f"{PROG}: WARNING: fold {target.fold}: the regression stopped after {result.fit.iterations} "
+                  f"iterations with max |gradient| {result.fit.gradient_max:.2e} > {config.tolerance:g}; raise "
+                  f"--weight-decay for a better-conditioned fit", file=sys.stderr)
+        records.append(probe_record(args.source, source, target, result, config, args.levels_like, args.device,
+                                    threads, features))
+    means = [r["mean_dice"] for r in records if r["mean_dice"] is not None]
+    mean = sum(means) / len(means) if means else math.nan
+    total = time.perf_counter() - started
+    print(f"{PROG}: mean over {len(means)} folds {mean:.4f}")
+    atomic_write_json(out, {"format": "nnssl_probe_folds/1", "source": args.source, "method": source.method,
+                            "levels": source.levels, "seed": args.seed, "dataset": first.name,
+                            "configuration": args.c, "folds": records,
+                            "mean_dice_over_folds": None if math.isnan(mean) else mean,
+                            "seconds": round(total, 3)})
+    print(f"{PROG}: wrote {out} ({total:.1f} s)")
     return 0
 
 

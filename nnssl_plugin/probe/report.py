@@ -16,12 +16,12 @@ def _number(value: float) -> float | None:
 
 
 def default_json_path(source: FrozenSource, target: Target, seed: int, results: Path | None,
-                      train_cases: int | None = None) -> Path:
+                      train_cases: int | None = None, fold: int | str | None = None) -> Path:
     """`<file stem>.probe__<dataset>__<plans>__<configuration>__fold<F>[__n<N>]__<levels>__seed<K>.json` next to the
-    probed file (`__n<N>`: fitted on N training cases, `--train-cases`); for random init `random.probe__…json` in
+    probed file (`__n<N>`: fitted on N training cases, `--train-cases`; `fold<F>` is `foldall` for `-f all`); for random init `random.probe__…json` in
     nnUNet_results/<dataset>/nnssl_probe/ (`results`)."""
     subset = "" if train_cases is None else f"__n{train_cases}"
-    tag = (f"probe__{target.name}__{target.plans['plans_name']}__{target.configuration}__fold{target.fold}{subset}__"
+    tag = (f"probe__{target.name}__{target.plans['plans_name']}__{target.configuration}__fold{target.fold if fold is None else fold}{subset}__"
            f"{source.levels}__seed{seed}.json")
     if source.file is not None:
         return source.file.parent / f"{source.file.stem}.{tag}"

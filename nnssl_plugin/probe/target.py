@@ -28,6 +28,7 @@ class Target:
     ignore_label: int | None
     fold: int
     splits: str  # where the split came from
+    num_folds: int  # folds in that split
     train: list[Case]
     val: list[Case]
 
@@ -82,7 +83,7 @@ def load_target(dataset: str, plans_name: str, configuration: str, fold: int) ->
                          f"probe needs both")
     return Target(name, folder, plans, configuration, [int(p) for p in resolved["patch_size"]], dataset_json,
                   determine_num_input_channels(pm, pm.get_configuration(configuration), dataset_json), class_names,
-                  labels.ignore_label, fold, source, [_case(cases, k) for k in train], [_case(cases, k) for k in val])
+                  labels.ignore_label, fold, source, len(splits), [_case(cases, k) for k in train], [_case(cases, k) for k in val])
 
 
 def _case(cases, key: str) -> Case:
