@@ -432,7 +432,8 @@ class nnsslPretrainer(nnUNetTrainer):
         check_resumed_recipe(checkpoint.get("nnssl_recipe"), self.recipe,
                              filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "the checkpoint",
                              checkpoint.get("nnssl_method_options"), self.method_options)
-        missing = sorted(set(self.ssl_network.state_dict()) - set(checkpoint["network_weights"]))
+        saved = {k[7:] if k.startswith("module.") else k for k in checkpoint["network_weights"]}
+        missing = sorted(set(self.ssl_network.state_dict()) - saved)
         if missing:  # the checkpoint of an older plugin layout (e.g. before the key queue recorded case ids)
             raise NnsslError(f"{filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else 'the checkpoint'} "
                              f"comes from an older nnssl_plugin layout ({len(missing)} tensors missing, e.g. "
