@@ -72,7 +72,7 @@ def run() -> str:
     from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from nnssl_plugin.modules.moco_net import first_stage
+    from nnssl_plugin.methods.moco.network import first_stage
     from nnssl_plugin.modules.pyramid import unet_pyramid
     from nnssl_plugin.pretrain.registry import trainer_class
 

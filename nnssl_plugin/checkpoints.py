@@ -1,8 +1,8 @@
-"""Checkpoint files: atomic writes, safe loads (`weights_only=True`, never arbitrary unpickling), RNG states."""
+"""Checkpoint files: atomic writes, safe loads (`weights_only=True`, never arbitrary unpickling). The random states
+they carry are `nnssl_plugin.rng`'s."""
 from __future__ import annotations
 
 import os
-import random
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -96,20 +96,3 @@ def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
                              f"by nnssl_plugin/nnU-Net") from None
         raise NnsslError(f"cannot load {path} safely ({reason}); it is truncated, corrupt or not a weights file "
                          f"written by nnssl_plugin/nnU-Net") from None
-
-
-def rng_state() -> dict:
-    """torch, numpy and python RNG states as tensors/ints (loadable with weights_only=True)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                      "cached_gaussian": float(cached)},
-            "python": random.getstate()}
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    random.setstate(state["python"])

@@ -71,8 +71,8 @@ def progress_figure(log: dict):
     fig, axes = plt.subplots(4 if heldout else 3, 1, figsize=(20, 21 if heldout else 16))
     ax = axes[0]
     curves = []
-    for key, style in (("train_losses", "-"), ("val_losses", "-"), ("loss_global", ":"), ("loss_local", ":"),
-                       ("loss_voxel", ":"), ("loss_restore", ":")):
+    terms = [key for key in log if key.startswith("loss_")]  # the family's weighted terms (Family.loss_terms)
+    for key, style in (("train_losses", "-"), ("val_losses", "-"), *((key, ":") for key in terms)):
         at, values = defined(log.get(key, []), epochs)
         if values:
             curves.append(_Curve(at, values, style, LABELS.get(key, key)))

@@ -4,7 +4,7 @@ Next to `checkpoint_final.pth`: the pretrained state keyed as in the planned U-N
 `encoder.*` and `decoder.*` without seg layers for hier / voxel2vec),
 the method, the plans identity (name, dataset, configuration, architecture and its sha256), the input channels,
 the run length and seed, package versions and, for moco_zca, the running whitening (mean, W = ZCA of the running
-covariance) per channel group, with its mode, momentum and the number of batches behind it.
+covariance; moco: per channel) per channel group, with its mode, momentum and the number of batches behind it.
 Only tensors, numbers, strings, lists and dicts: loadable with `torch.load(weights_only=True)`.
 `nnssl_export` turns it into a target-specific file with seg layers.
 """
@@ -16,12 +16,19 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from nnssl_plugin.checkpoints import atomic_torch_save
+from nnssl_plugin.errors import NnsslError
 
 FORMAT = "nnssl_pretrained/1"
-# the run's file in fold_all/. Not "pretrained_weights.pth": that name invited nnU-Net's `-pretrained_weights`, which
-# takes exports (nnssl_export), not this file. Runs written before 2026-12-02 hold the old name, still read.
+# the run's file in fold_all/ (not "pretrained_weights.pth": nnU-Net's `-pretrained_weights` takes exports, not this)
 WEIGHTS_FILE = "ssl_weights.pth"
-OLD_WEIGHTS_FILE = "pretrained_weights.pth"
+
+
+def refuse_older_layout(folder: str | Path) -> None:
+    """One line naming the fix for a run folder of an older plugin layout, whose weights file had another name."""
+    folder = Path(folder)
+    if not (folder / WEIGHTS_FILE).is_file() and (folder / "pretrained_weights.pth").is_file():
+        raise NnsslError(f"{folder} comes from an older nnssl_plugin layout (pretrained_weights.pth); rename that file "
+                         f"to {WEIGHTS_FILE} or pretrain again")
 
 
 def architecture_hash(architecture: dict) -> str:

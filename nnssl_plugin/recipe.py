@@ -5,7 +5,7 @@ nnU-Net's supervised recipe (SGD, Nesterov momentum 0.99, lr 1e-2, poly decay, g
 method trained with before; the papers' code trains differently: SGD momentum 0.9 with warm-up and cosine decay for
 the MoCo family (Chen et al. 2020, MoCo v2, arXiv 2003.04297; Hassanpour et al. 2024, arXiv 2402.14611), Adam at a
 constant 3e-4 with gradient clip 1.0 for the dense methods (Kats et al. 2024, arXiv 2401.06473). The defaults below
-were compared on the phantom (docs/RESULTS.md, "Recipes"); `nnunet` keeps the old recipe as a preset.
+(each family's `RECIPE` in `methods/<family>/config.py`) were compared on the phantom (docs/RESULTS.md, "Recipes"); `nnunet` keeps the old recipe as a preset.
 
 A run's recipe is written to `nnssl_run.json` in its fold folder and into its checkpoints and weights files. A
 non-default recipe, or method options (`nnssl_pretrain --option KEY=VALUE`: fields of the method's config), add
@@ -66,22 +66,7 @@ class Recipe:
 NNUNET = Recipe(optimizer="sgd", lr=1e-2, momentum=0.99, weight_decay=3e-5, warmup_steps=0, schedule="poly",
                 grad_clip=12.0)
 
-DEFAULTS: dict[str, Recipe] = {
-    # MoCo family: SGD momentum 0.9 with warm-up and cosine decay (MoCo v2, med-moco); lr chosen on the phantom
-    "moco": Recipe(optimizer="sgd", lr=1e-2, momentum=0.9, weight_decay=1e-4, warmup_steps=100, schedule="cosine",
-                   grad_clip=None),
-    # dense methods: Adam 3e-4, constant, gradient clip 1.0 (Kats et al.'s code)
-    "hier": Recipe(optimizer="adamw", lr=3e-4, momentum=0.9, weight_decay=0.0, warmup_steps=0, schedule="constant",
-                   grad_clip=1.0),
-}
 PRESETS: dict[str, Recipe] = {"nnunet": NNUNET}
-
-
-def default_recipe(family: str) -> Recipe:
-    """The default recipe of a method family ("moco" or "hier")."""
-    if family not in DEFAULTS:
-        raise KeyError(f"no default recipe for method family '{family}'")
-    return DEFAULTS[family]
 
 
 def run_hash(recipe: Recipe, options: dict | None = None) -> str:
@@ -90,13 +75,14 @@ def run_hash(recipe: Recipe, options: dict | None = None) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def run_tag(recipe: Recipe, family: str, options: dict | None = None) -> str | None:
-    """None for the family's default recipe without method options, else the hash that enters the trainer name as
-    `_r<hash>`."""
-    return None if recipe == default_recipe(family) and not options else run_hash(recipe, options)
+def run_tag(recipe: Recipe, default: Recipe, options: dict | None = None) -> str | None:
+    """None for the family's default recipe (`config.default_recipe(family)`) without method options, else the hash
+    that enters the trainer name as `_r<hash>`."""
+    return None if recipe == default and not options else run_hash(recipe, options)
 
 
-def build_recipe(family: str, preset: str | None = None, **overrides) -> Recipe:
-    """The family's default (or a preset) with the given fields replaced; None values are left as they are."""
-    base = default_recipe(family) if preset is None else PRESETS[preset]
+def build_recipe(default: Recipe, preset: str | None = None, **overrides) -> Recipe:
+    """The family's default (`config.default_recipe(family)`) or a preset, with the given fields replaced; None
+    values are left as they are."""
+    base = default if preset is None else PRESETS[preset]
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.io_utils import atomic_write_json, load_json
-from nnssl_plugin.recipe import Recipe, default_recipe, run_hash
+from nnssl_plugin.config import default_recipe
+from nnssl_plugin.recipe import Recipe, run_hash
 
 FILE = "nnssl_run.json"
 

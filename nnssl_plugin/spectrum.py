@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 
+from nnssl_plugin.ops.pooling import avg_pool
 from nnssl_plugin.export import build_planned_network, check_architecture, pretrained_prefixes, transfer
 from nnssl_plugin.export_sources import read_source
 from nnssl_plugin.modules.whitening import FrozenWhitening
@@ -67,7 +68,7 @@ def pooled_bottleneck(network: torch.nn.Module, patches: torch.Tensor, batch: in
         bottleneck = network.encoder(chunk)[-1]
         if whitening is not None:
             bottleneck = whitening(bottleneck)
-        out.append(bottleneck.float().flatten(2).mean(2))
+        out.append(avg_pool(bottleneck))
     return torch.cat(out).numpy()
 
 

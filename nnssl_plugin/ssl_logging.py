@@ -5,30 +5,22 @@ from nnunetv2.training.logging.nnunet_logger import LocalLogger
 
 from nnssl_plugin.plots import plot_progress
 
-LOSS_TERMS = ("loss_global", "loss_local", "loss_voxel", "loss_restore")  # None in epochs of methods without them
 # held-out evaluation (nnssl_plugin.heldout): None in epochs without an evaluation; erank: {representation: rank}
 HELDOUT_KEYS = ("heldout_loss", "heldout_top1", "heldout_chance", "heldout_erank")
 # online probe (nnssl_plugin.probe.online): mean Dice of the current weights and of the random-init reference, None in
 # epochs without a probe
 PROBE_KEYS = ("probe_dice", "probe_random_dice")
-SSL_KEYS = (*LOSS_TERMS, "top1_train", "top1_val", "erank", *HELDOUT_KEYS, *PROBE_KEYS)  # erank: {name: rank}
+SSL_KEYS = ("top1_train", "top1_val", "erank", *HELDOUT_KEYS, *PROBE_KEYS)  # erank: {name: rank}
 
 
 class SSLLocalLogger(LocalLogger):
-    """Keys: nnU-Net's (train/val losses, lrs, epoch timestamps) plus SSL_KEYS; progress.png shows them."""
+    """Keys: nnU-Net's (train/val losses, lrs, epoch timestamps), the family's loss terms (`Family.loss_terms`, None
+    in epochs without them) and SSL_KEYS; progress.png shows them."""
 
-    def __init__(self, verbose: bool = False):
+    def __init__(self, loss_terms: tuple[str, ...] = (), verbose: bool = False):
         super().__init__(verbose)
-        for key in SSL_KEYS:
+        for key in (*loss_terms, *SSL_KEYS):
             self.my_fantastic_logging[key] = []
-
-    def load_checkpoint(self, checkpoint: dict) -> None:
-        """nnU-Net's restore, plus every SSL key a checkpoint of an older version lacks, None for its epochs."""
-        super().load_checkpoint(checkpoint)
-        epochs = len(self.my_fantastic_logging.get("train_losses", []))
-        for key in SSL_KEYS:
-            values = self.my_fantastic_logging.setdefault(key, [])
-            values.extend([None] * (epochs - len(values)))
 
     def plot_progress_png(self, output_folder: str) -> None:
         plot_progress(self.my_fantastic_logging, f"{output_folder}/progress.png")

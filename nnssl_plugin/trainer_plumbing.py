@@ -1,9 +1,8 @@
 """What both trainer stacks (pretraining, `nnssl_plugin.pretrain.trainer`; downstream,
-`nnssl_plugin.nnunet_trainers.ssl_trainers`) do the same way: seed a run, unwrap the network nnU-Net holds, and
+`nnssl_plugin.nnunet_trainers.ssl_trainers`) do the same way: unwrap the network nnU-Net holds, and
 restore nnU-Net's checkpoint state from an already safely loaded checkpoint.
 
-- `seed_run`: Python, numpy and torch seeded with seed + the DDP rank, before anything random (network init, queue,
-  sampling): DDP ranks draw different batches, and DDP broadcasts rank 0's initial weights to all ranks.
+- seeding a run is `nnssl_plugin.rng.seed_run` (the one home of random streams).
 - `unwrap`: the module inside DDP's `.module` and torch.compile's `_orig_mod` (state-dict keys as planned).
 - `restore_nnunet_state`: what nnU-Net 2.8.1's `nnUNetTrainer.load_checkpoint` does with a checkpoint's contents
   (weights with a DataParallel `module.` prefix stripped, epoch, logger, best EMA, mirroring axes, optimiser and loss
@@ -12,23 +11,9 @@ restore nnU-Net's checkpoint state from an already safely loaded checkpoint.
 """
 from __future__ import annotations
 
-import random
-
-import numpy as np
-import torch
-import torch.distributed as dist
 from torch import nn
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
-
-
-def seed_run(seed: int) -> int:
-    """Seed Python, numpy and torch with seed + this process's DDP rank; returns the seed used."""
-    seed = seed + (dist.get_rank() if dist.is_available() and dist.is_initialized() else 0)
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-    return seed
 
 
 def unwrap(network: nn.Module) -> nn.Module:

@@ -41,7 +41,8 @@ from nnssl_plugin.modules.probe import LinearProbeNetwork
 from nnssl_plugin.modules.probe_levels import attach_exported_whitening, level_set_for
 from nnssl_plugin.paths import preprocessed_folder
 from nnssl_plugin.schedules import WarmupPolyLRScheduler
-from nnssl_plugin.trainer_plumbing import restore_nnunet_state, seed_run, unwrap
+from nnssl_plugin.rng import seed_run
+from nnssl_plugin.trainer_plumbing import restore_nnunet_state, unwrap
 
 
 NNUNET_TRAIN_PROGRAMS = ("nnUNetv2_train", "run_training.py")  # the console script, `python -m ...run_training`

@@ -28,14 +28,12 @@ from batchgenerators.dataloading.single_threaded_augmenter import SingleThreaded
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
-from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-from torch import autocast
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nnssl_plugin.checkpoints import load_checkpoint_file, rng_state, save_checkpoint_file, set_rng_state
+from nnssl_plugin.checkpoints import load_checkpoint_file, save_checkpoint_file
 from nnssl_plugin.config import MethodConfig, with_options
-from nnssl_plugin.data.two_view import GEOMETRY_KEYS, TwoViewDataLoader
+from nnssl_plugin.data.two_view import TwoViewDataLoader
 from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.families import family_of
 from nnssl_plugin.intensity import unit_ranges
@@ -49,9 +47,11 @@ from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
 from nnssl_plugin.io_utils import atomic_write_json
 from nnssl_plugin.memory import peak_memory_line
 from nnssl_plugin.stop_signals import StopSignals, StopTraining
-from nnssl_plugin.trainer_plumbing import restore_nnunet_state, seed_run, unwrap
+from nnssl_plugin.precision import autocast
+from nnssl_plugin.rng import capture as capture_rng, restore as restore_rng, seed_run
+from nnssl_plugin.trainer_plumbing import restore_nnunet_state, unwrap
 from nnssl_plugin.probe.online import OnlineProbe
-from nnssl_plugin.ssl_logging import LOSS_TERMS, SSLLocalLogger, log_heldout, log_probe
+from nnssl_plugin.ssl_logging import SSLLocalLogger, log_heldout, log_probe
 
 TOO_EASY_TOP1 = 0.99  # a pretext top-1 this high early in training means the views are too similar
 
@@ -76,7 +76,7 @@ class nnsslPretrainer(nnUNetTrainer):
             self.num_val_iterations_per_epoch = max(16, self.iterations // 5)  # enough crops for the rank monitor
         self.recipe, self.method_options = run_settings(self.output_folder, self.method_config.family, self.recipe_tag)
         self.method_config = with_options(type(self).method_config, self.method_options)  # this run's variant
-        self.family = family_of(self.method_config)  # network class, views, held-out evaluation
+        self.family = family_of(self.method_config)  # network, views, held-out evaluation, loss terms, batch keys
         self.initial_lr, self.weight_decay = self.recipe.lr, self.recipe.weight_decay
         record = read_run_record(self.output_folder)
         self.heldout_settings = record.get("heldout") if record is not None else None
@@ -90,7 +90,7 @@ class nnsslPretrainer(nnUNetTrainer):
         self.nonfinite_steps = 0  # optimiser steps skipped because a gradient was NaN/Inf (checkpointed)
         self.heldout: HeldoutEvaluator | None = None
         self.online_probe: OnlineProbe | None = None
-        self.logger.local_logger = SSLLocalLogger()
+        self.logger.local_logger = SSLLocalLogger(self.family.loss_terms)
         self._pending_rng_state = None
         self._stop: StopSignals | None = None  # active while run_training runs
         self._last_val_embeddings: dict[str, np.ndarray] = {}
@@ -194,14 +194,15 @@ class nnsslPretrainer(nnUNetTrainer):
                              self.precision, self.save_every)
         resumed = self._pending_rng_state is not None
         if resumed:  # --c: continue the random streams where the checkpoint left them
-            set_rng_state(self._pending_rng_state)
+            restore_rng(self._pending_rng_state, self.print_to_log_file)
             self._pending_rng_state = None
         if self.heldout_settings is not None:  # every rank: the evaluation's forwards hold collectives under DDP
             self.heldout = HeldoutEvaluator.create(self.heldout_settings["target"], self.plans_manager.plans,
                                                    self.configuration_name, self.preprocessed_dataset_folder,
                                                    self.two_view_loader, self.ssl_network, self.batch_size,
                                                    self.family.heldout, self.family.heldout_negatives,
-                                                   HeldoutConfig(every=self.heldout_settings["every"]))
+                                                   HeldoutConfig(every=self.heldout_settings["every"]),
+                                                   self.precision)
             self.print_to_log_file(self.heldout.description)
             if not resumed and self.current_epoch == 0:  # the initialisation's values: the untrained reference
                 values = self.heldout.evaluate(self.ssl_network, self.device)
@@ -215,7 +216,7 @@ class nnsslPretrainer(nnUNetTrainer):
         """The online probe (nnssl_plugin.probe.online) and its random-init reference."""
         self.online_probe = OnlineProbe.create(self.heldout_settings["target"], self.plans_manager.plans,
                                                self.configuration_name, self.method_config.method, self.seed, every,
-                                               self.output_folder)
+                                               self.output_folder, self.precision)
         self.print_to_log_file(self.online_probe.description)
         dice, seconds = self.online_probe.start(self.device, resumed)
         self.print_to_log_file(f"online probe, random init: mean Dice {dice:.3f}; "
@@ -223,18 +224,11 @@ class nnsslPretrainer(nnUNetTrainer):
 
     # ----- steps --------------------------------------------------------------------------------------------------
     def _forward(self, batch: dict) -> dict:
-        on_device = {k: batch[k].to(self.device, non_blocking=True)
-                     for k in ("view1", "view2", "clean1", "clean2", "voxels1", "voxels2", "voxel_batch", "case_ids")
-                     if k in batch}
-        geometry = {k: batch[k] for k in GEOMETRY_KEYS if k in batch}  # stays on the CPU
-        with self._autocast():
+        """The family's batch keys on the device, its geometry keys on the CPU, under the run's autocast."""
+        on_device = {k: batch[k].to(self.device, non_blocking=True) for k in self.family.batch_keys if k in batch}
+        geometry = {k: batch[k] for k in self.family.geometry_keys if k in batch}
+        with autocast(self.device, self.precision):
             return self.network(**on_device, **geometry)
-
-    def _autocast(self):
-        """nnU-Net's AMP (fp16 autocast on CUDA, none elsewhere), or bf16 autocast on any device (`--bf16`)."""
-        if self.precision == "bf16":
-            return autocast(self.device.type, dtype=torch.bfloat16)
-        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
 
     def _do_i_compile(self) -> bool:
         """nnU-Net's switch (on by default on CUDA, nnUNet_compile=0 turns it off), except that nnUNet_compile=1 set
@@ -245,7 +239,7 @@ class nnsslPretrainer(nnUNetTrainer):
 
     def _check_finite(self, out: dict) -> None:
         if not torch.isfinite(out["loss"]):
-            last = {k: self.logger.get_value(k, step=-1) for k in ("train_losses", *LOSS_TERMS)
+            last = {k: self.logger.get_value(k, step=-1) for k in ("train_losses", *self.family.loss_terms)
                     if self.logger.get_value(k, step=None)}
             raise NnsslError(f"non-finite SSL loss ({float(out['loss'])}) in epoch {self.current_epoch}; last "
                              f"finite epoch values {last}; checkpoints are intact: lower the learning rate or check "
@@ -314,11 +308,10 @@ class nnsslPretrainer(nnUNetTrainer):
         else:
             self.optimizer.step()
 
-    @staticmethod
-    def _scalars(out: dict) -> dict:
+    def _scalars(self, out: dict) -> dict:
         # no term (MoCo's queue still filling): no loss to average; the step is left out of the epoch means
         return {"loss": out["loss"].item() if out["terms"] else None, "top1": out["top1"],
-                **{k: (out["terms"][k].item() if k in out["terms"] else None) for k in LOSS_TERMS}}
+                **{k: (out["terms"][k].item() if k in out["terms"] else None) for k in self.family.loss_terms}}
 
     def validation_step(self, batch: dict) -> dict:
         out = self._forward(batch)
@@ -331,7 +324,7 @@ class nnsslPretrainer(nnUNetTrainer):
         for key, log_key in (("loss", "train_losses"), ("top1", "top1_train")):
             values = [o[key] for o in train_outputs if o[key] is not None]
             self.logger.log(log_key, float(np.mean(values)) if values else None, self.current_epoch)
-        for key in LOSS_TERMS:  # a term skipped in a step with a loss counts 0 (moco_zca's global): the means add up
+        for key in self.family.loss_terms:  # a term skipped in a step with a loss counts 0 (moco_zca's global): the means add up
             values = [o[key] for o in train_outputs if o["loss"] is not None]
             mean = float(np.mean([0.0 if v is None else v for v in values])) if any(v is not None for v in values) \
                 else None
@@ -351,7 +344,7 @@ class nnsslPretrainer(nnUNetTrainer):
     def on_epoch_end(self):
         self.logger.log("epoch_end_timestamps", time.time(), self.current_epoch)
         get = lambda key: self.logger.get_value(key, step=-1)  # noqa: E731
-        terms = ", ".join(f"{k[len('loss_'):]} {get(k):.4f}" for k in LOSS_TERMS if get(k) is not None)
+        terms = ", ".join(f"{k[len('loss_'):]} {get(k):.4f}" for k in self.family.loss_terms if get(k) is not None)
         fmt = lambda v, digits=3: "n/a" if v is None else f"{v:.{digits}f}"  # noqa: E731
         self.print_to_log_file(f"train_loss {fmt(get('train_losses'), 4)} (weighted terms: {terms}), val_loss on "
                                f"training cases {fmt(get('val_losses'), 4)}")
@@ -424,7 +417,7 @@ class nnsslPretrainer(nnUNetTrainer):
             "init_args": {k: v for k, v in self.my_init_kwargs.items() if k != "device"},
             "trainer_name": self.__class__.__name__,
             "inference_allowed_mirroring_axes": None,
-            "rng_state": rng_state(),
+            "rng_state": capture_rng(),
             "nnssl_recipe": self.recipe.to_dict(),
             "nnssl_method_options": self.method_options,
             "nnssl_nonfinite_steps": self.nonfinite_steps,
@@ -439,6 +432,12 @@ class nnsslPretrainer(nnUNetTrainer):
         check_resumed_recipe(checkpoint.get("nnssl_recipe"), self.recipe,
                              filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "the checkpoint",
                              checkpoint.get("nnssl_method_options"), self.method_options)
+        saved = {k[7:] if k.startswith("module.") else k for k in checkpoint["network_weights"]}
+        missing = sorted(set(self.ssl_network.state_dict()) - saved)
+        if missing:  # the checkpoint of an older plugin layout (e.g. before the key queue recorded case ids)
+            raise NnsslError(f"{filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else 'the checkpoint'} "
+                             f"comes from an older nnssl_plugin layout ({len(missing)} tensors missing, e.g. "
+                             f"{missing[0]}); start a fresh run without --c, or export it as it is")
         self.nonfinite_steps = int(checkpoint.get("nnssl_nonfinite_steps", 0))
         restore_nnunet_state(self, checkpoint)  # nnU-Net's part, shared with the downstream trainers
         self._latest_epoch = self.current_epoch - 1  # the checkpoint resumed from is the latest until the next save

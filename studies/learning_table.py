@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from nnssl_plugin.recipe import PRESETS, default_recipe
+from nnssl_plugin.config import default_recipe
+from nnssl_plugin.recipe import PRESETS
 
 
 def _fmt(value) -> str:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnssl_plugin.checkpoints import atomic_torch_save, rng_state, safe_load, set_rng_state
+from nnssl_plugin.checkpoints import atomic_torch_save, safe_load
+from nnssl_plugin.rng import capture as rng_state, restore as set_rng_state
 from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.io_utils import atomic_write
 

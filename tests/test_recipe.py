@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.recipe import NNUNET, Recipe, build_recipe, default_recipe, run_hash, run_tag
+from nnssl_plugin.config import default_recipe
+from nnssl_plugin.recipe import NNUNET, Recipe, build_recipe as _build, run_hash, run_tag as _tag
+
+
+def build_recipe(family, *args, **kwargs):
+    return _build(default_recipe(family), *args, **kwargs)
+
+
+def run_tag(recipe, family, options=None):
+    return _tag(recipe, default_recipe(family), options)
 from nnssl_plugin.run_record import check_resumed_recipe, run_settings, write_run_record
 from nnssl_plugin.schedules import StepwiseLRScheduler, recipe_lr
 
@@ -95,7 +104,7 @@ def test_method_options_are_typed_by_the_config_field_and_unknown_ones_refused()
 
     hier, zca = method_config("hier"), method_config("moco_zca")
     assert parse_option(hier, "restoration_weight", "1") == 1.0 and isinstance(parse_option(hier, "num_voxels", "8"), int)
-    assert parse_option(hier, "flips", "true") is True and parse_option(zca, "zca_mode", "running") == "running"
+    assert parse_option(hier, "flips", "true") is True and parse_option(zca, "whitening_mode", "running") == "running"
     assert parse_option(zca, "queue_size", "none") is None
     assert parse_option(zca, "view_scale", "0.7,1.4") == (0.7, 1.4) and parse_option(zca, "view_scale", "none") is None
     assert with_options(hier, {"restoration_weight": 1.0}).restoration_weight == 1.0
@@ -109,7 +118,7 @@ def test_method_options_are_typed_by_the_config_field_and_unknown_ones_refused()
 def test_the_run_record_keeps_the_checkpoint_interval_and_refuses_zero(tmp_path):
     import json
 
-    from nnssl_plugin.recipe import default_recipe
+    from nnssl_plugin.config import default_recipe
 
     write_run_record(tmp_path, default_recipe("hier"), None, None, "amp", 5)
     assert json.loads((tmp_path / "nnssl_run.json").read_text())["save_every"] == 5

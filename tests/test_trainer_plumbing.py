@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnssl_plugin.trainer_plumbing import restore_nnunet_state, seed_run, unwrap
+from nnssl_plugin.rng import seed_run
+from nnssl_plugin.trainer_plumbing import restore_nnunet_state, unwrap
 
 
 def test_unwrap_strips_compile():

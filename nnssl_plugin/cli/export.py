@@ -120,11 +120,11 @@ def _source_file(args, results: Path) -> Path:
             names = ", ".join(r.parent.name for r in runs)
             raise NnsslError(f"{len(runs)} {args.m} runs found ({names}); pick one with --run")
         run = runs[0]
-    from nnssl_plugin.pretrained import OLD_WEIGHTS_FILE, WEIGHTS_FILE
+    from nnssl_plugin.pretrained import WEIGHTS_FILE, refuse_older_layout
 
     name = WEIGHTS_FILE if args.checkpoint == "final" else "checkpoint_latest.pth"
-    if name == WEIGHTS_FILE and not (run / name).is_file() and (run / OLD_WEIGHTS_FILE).is_file():
-        name = OLD_WEIGHTS_FILE  # a run written before the rename
+    if name == WEIGHTS_FILE:
+        refuse_older_layout(run)
     if not (run / name).is_file():
         hint = "; the run has not finished: pass --checkpoint latest" if args.checkpoint == "final" else ""
         raise NnsslError(f"{run / name} not found{hint}")

@@ -95,10 +95,11 @@ def recipe_from_args(args: argparse.Namespace, family: str):
     """The run's recipe: the family default or --recipe preset, with the flags given replacing its fields."""
     from dataclasses import replace
 
+    from nnssl_plugin.config import default_recipe
     from nnssl_plugin.recipe import build_recipe
 
     try:
-        recipe = build_recipe(family, args.recipe, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+        recipe = build_recipe(default_recipe(family), args.recipe, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                               weight_decay=args.weight_decay, warmup_steps=args.warmup, schedule=args.schedule,
                               batch_size=args.batch_size)
         if args.clip is not None:
@@ -141,13 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from nnssl_plugin.config import method_config
+    from nnssl_plugin.config import default_recipe, method_config
     from nnssl_plugin.ext_trainers import with_ext_trainer_folder
     from nnssl_plugin.recipe import run_tag
     from nnssl_plugin.run_record import write_run_record
     from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, writable_folder
     from nnssl_plugin.plans import load_plans, resolve_configuration
-    from nnssl_plugin.trainer_names import pretrainer as trainer_name
+    from nnssl_plugin.trainer_names import pretrainer as trainer_name, run_folder
 
     for value, flag in ((args.epochs, "--epochs"), (args.iters, "--iters"), (args.eval_every, "--eval-every"),
                         (args.save_every, "--save-every")):
@@ -175,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                                    unprepared_hint="nnUNetv2_plan_and_preprocess -d {id}")
         heldout = {"target": target, "every": args.eval_every, "probe_every": args.probe_every}
     options = options_from_args(args)
-    trainer = trainer_name(args.m, args.epochs, args.iters, args.seed, run_tag(recipe, family, options))
+    trainer = trainer_name(args.m, args.epochs, args.iters, args.seed, run_tag(recipe, default_recipe(family), options))
     results = writable_folder("nnUNet_results")  # unset or not writable: one line here, before any training
     os.environ["nnUNet_extTrainer"] = with_ext_trainer_folder(os.environ.get("nnUNet_extTrainer"))
-    output = results / name / f"{trainer}__{args.p}__{args.configuration}" / "fold_all"
+    output = results / name / run_folder(trainer, args.p, args.configuration) / "fold_all"
     write_run_record(output, recipe, heldout, options, "bf16" if args.bf16 else "amp", args.save_every)
     checkpoints = ("checkpoint_latest.pth", "checkpoint_final.pth")
     if args.continue_training and not any((output / f).is_file() for f in checkpoints):

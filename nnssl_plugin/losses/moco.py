@@ -46,12 +46,6 @@ def moco_infonce_and_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tenso
     return infonce_from_logits(logits), logits
 
 
-def moco_infonce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2,
-                 negative_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The loss of `moco_infonce_and_logits` alone."""
-    return moco_infonce_and_logits(q, k, queue, temperature, negative_mask)[0]
-
-
 def top1_accuracy(logits: torch.Tensor) -> float:
     """Fraction of queries whose positive (column 0) beats every valid negative strictly (a tie is no win; masked
     −inf columns never win): the pretext task's top-1."""

@@ -8,8 +8,8 @@ momentum encoder and a key queue, outside any compiled graph), may `compile_enco
 pass only, state-dict keys unchanged) and at the end writes `pretrained_state()` (keyed as in the planned U-Net, only
 under `pretrained_prefixes`) with `whitening` (a bottleneck whitening the export carries, or None).
 
-`MocoNetwork` (moco, moco_zca) and `HierNetwork` (hier, voxel2vec) are the two implementations; `families.py` names
-which one each method family uses. tests/modules/test_network_protocol.py checks that both satisfy this contract.
+`MocoNetwork` (methods/moco/network.py) and `HierNetwork` (methods/hier/network.py) are the two implementations; each
+family's `Family` object names its own. tests/test_families.py checks that both satisfy this contract.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ same as mixing batch t in with weight
 using the mixture rule of `nnssl_plugin.ops.whitening` (so the between-batch spread of the means is counted).
 `w` = ZCA(running Σ) is refreshed after every update, so `mean` and `w` are always the exported pair.
 Training modes (the statistics of one step whiten the queries; the keys use the key function's copy of them,
-refreshed with the key encoder: MocoNetwork, `key_update`):
+refreshed with the key encoder: methods/moco/network.py, `key_update`):
 - "running": update with the detached batch, then whiten with the running (mean, W): a fixed linear map per step.
 - "hybrid": Σ = (1 − a)·Σ_run + a·Σ_batch (mixture rule, running part detached and taken before this update,
   batch part with gradient), a = max(batch_share, α_t); W = ZCA(Σ) differentiable; then update the running
@@ -28,12 +28,10 @@ Shape: (n, c, *spatial) or (n, c) → same, fp32.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from nnssl_plugin.modules.queue import gather_from_all_ranks
+from nnssl_plugin.ops.distributed import gather_from_all_ranks
 from nnssl_plugin.ops.whitening import batch_moments, mix_moments, zca_from_covariance
 
 MODES = ("running", "hybrid")
@@ -46,7 +44,7 @@ def whitening_groups(channels: int, images: float, min_images_per_channel: float
         if channels % groups == 0 and images >= min_images_per_channel * (channels // groups):
             return groups
     raise ValueError(f"whitening needs at least {min_images_per_channel:g} image(s) per channel behind its running "
-                     f"estimate, found {images:g} (effective batch / zca_momentum); lower zca_momentum")
+                     f"estimate, found {images:g} (effective batch / whitening_update_weight); lower whitening_update_weight")
 
 
 def apply_whitening(x: torch.Tensor, mean: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -81,11 +79,11 @@ class RunningWhitening(FrozenWhitening):
     def __init__(self, channels: int, groups: int, eps: float, momentum: float, mode: str = "hybrid",
                  batch_share: float | None = None):
         if mode not in MODES:
-            raise ValueError(f"zca_mode must be one of {MODES}, found '{mode}'; use 'running' or 'hybrid'")
+            raise ValueError(f"whitening_mode must be one of {MODES}, found '{mode}'; use 'running' or 'hybrid'")
         if channels % groups:
             raise ValueError(f"{channels} channels cannot be split into {groups} whitening groups; choose a divisor")
         if not 0.0 < momentum <= 1.0:
-            raise ValueError(f"zca_momentum must be in (0, 1], found {momentum}; 0.01 spans ~100 steps")
+            raise ValueError(f"whitening_update_weight must be in (0, 1], found {momentum}; 0.01 spans ~100 steps")
         super().__init__(groups, channels // groups)
         self.eps, self.momentum, self.mode = eps, momentum, mode
         self.batch_share = momentum if batch_share is None else batch_share
@@ -145,19 +143,6 @@ class RunningWhitening(FrozenWhitening):
         """Whitened x with `stats` (mean, W) if given, else with `statistics(x)` (which updates in training)."""
         mean, w = self.statistics(x) if stats is None else stats
         return apply_whitening(x, mean, w)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        """Checkpoints written before the running covariance existed hold only (mean, w): recover Σ = W⁻² − εI
-        and treat the estimate as warmed up (bias correction spent), so resuming continues from it."""
-        if prefix + "w" in state_dict and prefix + "cov" not in state_dict:
-            w = state_dict[prefix + "w"].to(torch.float64)
-            evals, evecs = torch.linalg.eigh(0.5 * (w + w.transpose(-1, -2)))
-            lam = (evals.clamp_min(1e-12) ** -2 - self.eps).clamp_min(0.0)
-            state_dict[prefix + "cov"] = ((evecs * lam.unsqueeze(-2)) @ evecs.transpose(-1, -2)).to(self.cov.dtype)
-            state_dict[prefix + "step"] = torch.tensor(math.ceil(10.0 / self.momentum), dtype=torch.long)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
 
 
 def attach_bottleneck_whitening(network: nn.Module, groups: int, channels_per_group: int) -> nn.Module:

@@ -1,4 +1,6 @@
-"""Gathering across DDP ranks with the gradient kept (for losses whose negatives span the global batch).
+"""The one home of the DDP helpers: whether a process group runs, its size and this rank, gathering without gradient
+(`gather_from_all_ranks`: MoCo's `concat_all_gather`, for the queue and the running whitening), summing
+(`all_reduce_sum`), and gathering with the gradient kept (for losses whose negatives span the global batch).
 
 `gather_with_grad` concatenates a (k_r, d) tensor of every rank in rank order; ranks may hold different k_r (the
 voxel sampler returns fewer voxels for small overlaps), so rows are padded to the largest k for the collective and
@@ -17,6 +19,32 @@ import torch.nn.functional as F
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    """The initialised process group's size, else 1."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's rank in the initialised process group, else 0."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def gather_from_all_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` (n, ...) of every rank along dim 0 (rank order), no gradient; `x` itself if not distributed."""
+    if not is_distributed():
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """`x` summed element-wise over the ranks (in place); `x` itself if not distributed."""
+    if is_distributed():
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
 
 
 class _AllGatherRows(torch.autograd.Function):

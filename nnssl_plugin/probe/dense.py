@@ -45,6 +45,7 @@ class ProbeConfig:
     tolerance: float = 1e-5
     tile_step_size: float = 0.5  # nnU-Net's predictor default
     seed: int = 0  # the voxel draw; everything else is deterministic
+    precision: str = "amp"  # the autocast of every forward (nnssl_plugin.precision); the pretraining run's in --probe-every
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def sample_training_voxels(unet: nn.Module, levels: str, cases: Sequence[Case], 
         data, seg = case.load()
         voxels, y = voxels_at_ranks(probe_labels(seg, ignore_label), case_ranks)
         features.append(features_at_voxels(lambda x: read_levels(unet, x, levels), data, voxels, patch_size,
-                                           device, config.tile_step_size))
+                                           device, config.tile_step_size, precision=config.precision))
         classes.append(torch.from_numpy(y))
     if not features:
         raise ValueError("the training cases hold no labelled voxels")
@@ -115,10 +116,11 @@ def sample_training_voxels(unet: nn.Module, levels: str, cases: Sequence[Case], 
 
 @torch.no_grad()
 def predict_case(head: LinearProbeNetwork, data: np.ndarray, present: torch.Tensor, patch_size: Sequence[int],
-                 device: torch.device, tile_step_size: float = 0.5) -> np.ndarray:
+                 device: torch.device, tile_step_size: float = 0.5, precision: str = "amp") -> np.ndarray:
     """Dense sliding-window prediction of one case (c, *spatial) → label map (*spatial), the argmax over the
     present classes."""
-    logits = sliding_window_logits(head, data, len(present), patch_size, device, tile_step_size)
+    logits = sliding_window_logits(head, data, len(present), patch_size, device, tile_step_size,
+                                   precision=precision)
     classes = torch.nonzero(present).flatten()
     return classes[logits[classes].argmax(0)].numpy()
 
@@ -146,7 +148,8 @@ def run_dense_probe(unet: nn.Module, levels: str, train_cases: Sequence[Case], v
         per_case = {}
         for case in val_cases:
             data, seg = case.load()
-            prediction = predict_case(head, data, fit.present, patch_size, device, config.tile_step_size)
+            prediction = predict_case(head, data, fit.present, patch_size, device, config.tile_step_size,
+                                      config.precision)
             per_case[case.name] = dice_per_class(prediction, probe_labels(seg, ignore_label), num_classes).tolist()
         seconds["prediction"] = time.perf_counter() - start
     finally:

@@ -14,7 +14,7 @@ epochs and at the last, against the probe of a random initialisation.
 - the probe's settings are nnssl_probe's defaults (`ProbeConfig`) with the run's seed (0 without `--seed`, as
   nnssl_probe's default): every probe of a run draws the same voxels, the random-init one included.
 
-Everything runs inside `isolated_rng(seed)` on that copy: the training's random streams, weights, modes and
+Everything runs inside `isolated(seed)` on that copy: the training's random streams, weights, modes and
 requires_grad flags are untouched, so a run trains bit for bit as without the probe. One process only: refused
 under DDP. Each probe's record (nnssl_probe's JSON, `probe_record`, plus an "online" entry) is written atomically to
 `<run folder>/online_probe/` (`random_init.json`, `epoch_<E>.json` with nnU-Net's 0-based epoch E).
@@ -30,7 +30,8 @@ import torch
 
 from nnssl_plugin.data.prepare import MARKER
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.heldout import isolated_rng, locate_target_data
+from nnssl_plugin.heldout import locate_target_data
+from nnssl_plugin.rng import isolated
 from nnssl_plugin.io_utils import atomic_write_json, load_json
 from nnssl_plugin.modules.probe_levels import level_channels
 from nnssl_plugin.ops.distributed import is_distributed
@@ -70,16 +71,17 @@ class OnlineProbe:
 
     @classmethod
     def create(cls, target: str | int, pretrain_plans: dict, configuration: str, method: str, seed: int | None,
-               every: int, run_folder: str | Path) -> OnlineProbe:
-        """Locate and load the target (fold 0 of the target plans nnssl_prepare copied); refuse DDP."""
+               every: int, run_folder: str | Path, precision: str = "amp") -> OnlineProbe:
+        """Locate and load the target (fold 0 of the target plans nnssl_prepare copied); refuse DDP. `precision`:
+        the run's autocast (`nnssl_plugin.precision`), which every probe forward uses."""
         if is_distributed():
             raise NnsslError("--probe-every runs in the training process and not under DDP (-num_gpus > 1); train "
                              "on one GPU, or leave it out and probe the run afterwards with nnssl_probe")
         folder = locate_target_data(target, pretrain_plans, configuration)  # the same checks as the held-out hook
         seed = 0 if seed is None else int(seed)
-        with isolated_rng(seed):
+        with isolated(seed):
             loaded = load_target(folder.parent.name, pretrain_plans[MARKER]["target_plans"], configuration, FOLD)
-        return cls(loaded, method, seed, every, Path(run_folder) / FOLDER, ProbeConfig(seed=seed))
+        return cls(loaded, method, seed, every, Path(run_folder) / FOLDER, ProbeConfig(seed=seed, precision=precision))
 
     @property
     def description(self) -> str:
@@ -139,7 +141,7 @@ class OnlineProbe:
                 old.unlink()
         start = time.perf_counter()
         t = self.target
-        with isolated_rng(self.seed):
+        with isolated(self.seed):
             source = load_frozen_source(RANDOM, t.folder, t.plans, t.configuration, t.dataset_json,
                                         t.num_input_channels, self.method, self.seed)
             result = self._probe(source, device)
@@ -157,7 +159,7 @@ class OnlineProbe:
         start = time.perf_counter()
         device = trainer.device
         t = self.target
-        with tempfile.TemporaryDirectory(prefix="nnssl_online_probe_") as tmp, isolated_rng(self.seed):
+        with tempfile.TemporaryDirectory(prefix="nnssl_online_probe_") as tmp, isolated(self.seed):
             path = write_pretrained_weights(trainer, Path(tmp) / WEIGHTS_FILE)
             source = load_frozen_source(str(path), t.folder, t.plans, t.configuration, t.dataset_json,
                                         t.num_input_channels, None, self.seed)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnssl_plugin.precision import autocast
 from nnssl_plugin.probe.points import upsampled_at
 
 BATCH_SIZE = 2  # the smallest batch that gets PyTorch's fast CPU convolution (module docstring)
@@ -84,16 +85,12 @@ class Windows:
         return torch.stack([self.padded[s] for s in slicers]).to(device)
 
 
-def _autocast(device: torch.device):
-    """The predictor's precision: autocast on CUDA only."""
-    return torch.autocast(device.type) if device.type == "cuda" else contextlib.nullcontext()
-
-
 @torch.no_grad()
 def features_at_voxels(read_levels: Callable[[torch.Tensor], list[torch.Tensor]], data: np.ndarray | torch.Tensor,
                        voxels: np.ndarray, patch_size: Sequence[int], device: torch.device,
-                       tile_step_size: float = 0.5, batch_size: int = BATCH_SIZE) -> torch.Tensor:
-    """f(v) of the module docstring for each voxel; `read_levels` maps windows (b, c, *patch) to their levels."""
+                       tile_step_size: float = 0.5, batch_size: int = BATCH_SIZE, precision: str = "amp") -> torch.Tensor:
+    """f(v) of the module docstring for each voxel; `read_levels` maps windows (b, c, *patch) to their levels;
+    `precision`: the autocast (`nnssl_plugin.precision`)."""
     windows = Windows(data, patch_size, tile_step_size)
     patch = windows.patch
     points = np.asarray(voxels, dtype=np.int64).reshape(-1, 3) + windows.offset  # (v, 3) in the padded image
@@ -106,7 +103,7 @@ def features_at_voxels(read_levels: Callable[[torch.Tensor], list[torch.Tensor]]
     sums = weights = None
     for i in range(0, len(needed), batch_size):
         chunk = needed[i:i + batch_size]
-        with _autocast(device):
+        with autocast(device, precision):
             levels = read_levels(windows.batch([slicer for slicer, _, _ in chunk], device))
         for j, (_, start, inside) in enumerate(chunk):
             local = points[inside] - start
@@ -126,15 +123,16 @@ def features_at_voxels(read_levels: Callable[[torch.Tensor], list[torch.Tensor]]
 @torch.no_grad()
 def sliding_window_logits(head: nn.Module, data: np.ndarray | torch.Tensor, num_classes: int,
                           patch_size: Sequence[int], device: torch.device, tile_step_size: float = 0.5,
-                          batch_size: int = BATCH_SIZE) -> torch.Tensor:
-    """logits(v) of the module docstring at every voxel of the case: (k, *spatial) fp32 on the CPU."""
+                          batch_size: int = BATCH_SIZE, precision: str = "amp") -> torch.Tensor:
+    """logits(v) of the module docstring at every voxel of the case: (k, *spatial) fp32 on the CPU; `precision`: the
+    autocast (`nnssl_plugin.precision`)."""
     windows = Windows(data, patch_size, tile_step_size)
     spatial = windows.padded.shape[1:]
     logits = torch.zeros(num_classes, *spatial)
     weights = torch.zeros(spatial)
     for i in range(0, len(windows.slicers), batch_size):
         chunk = windows.slicers[i:i + batch_size]
-        with _autocast(device):
+        with autocast(device, precision):
             out = head(windows.batch(chunk, device)).float().cpu()  # (b, k, *patch)
         for j, slicer in enumerate(chunk):
             logits[slicer] += out[j] * windows.gaussian

@@ -4,7 +4,7 @@ initialisation, loaded as the downstream trainers load it, and the level set to 
 - an export's plans name (`nnsslPlans_hier`): exactly `nnUNetTrainerSSLLinear`'s network: the planned U-Net, the
   plans' bottleneck whitening attached (`attach_exported_whitening`), the export loaded by `load_exported_weights`
   (file, sha256, architecture and channel checks);
-- a run folder (its `ssl_weights.pth` (`pretrained_weights.pth` in runs before 2026-12-02), else `checkpoint_final.pth`, else `checkpoint_latest.pth`), a
+- a run folder (its `ssl_weights.pth`, else `checkpoint_final.pth`, else `checkpoint_latest.pth`), a
   pretrained-weights file, a checkpoint of ours, an export's weights file or a MIC-DKFZ nnssl checkpoint: read as
   `nnssl_export` reads it (`read_source`, `check_architecture`, `transfer` under the prefixes the network class
   declares), moco_zca's running whitening attached as the export would carry it;
@@ -26,9 +26,9 @@ from nnssl_plugin.families import level_set_of_method
 from nnssl_plugin.modules.probe_levels import LEVEL_SETS, attach_exported_whitening, level_set_for
 from nnssl_plugin.modules.whitening import attach_bottleneck_whitening
 
-from nnssl_plugin.pretrained import OLD_WEIGHTS_FILE, WEIGHTS_FILE
+from nnssl_plugin.pretrained import WEIGHTS_FILE, refuse_older_layout
 
-RUN_FILES = (WEIGHTS_FILE, OLD_WEIGHTS_FILE, "checkpoint_final.pth", "checkpoint_latest.pth")  # in this order
+RUN_FILES = (WEIGHTS_FILE, "checkpoint_final.pth", "checkpoint_latest.pth")  # in this order
 RANDOM = "random"
 
 
@@ -59,6 +59,7 @@ def levels_of(levels_like: str) -> str:
 def run_file(folder: Path) -> Path:
     """The weights file of a run folder (or of its fold_all)."""
     for base in (folder, folder / "fold_all"):
+        refuse_older_layout(base)
         for name in RUN_FILES:
             if (base / name).is_file():
                 return base / name

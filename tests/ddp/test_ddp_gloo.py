@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnssl_plugin.losses.voxel import voxel_nt_xent_with_top1
 from nnssl_plugin.modules.ema import ema_update, frozen_copy_of
-from nnssl_plugin.modules.queue import KeyQueue
+from nnssl_plugin.methods.moco.queue import KeyQueue
 
 WORLD = 2
 VOXELS = (5, 3)  # per rank: unequal, as the sampler returns fewer voxels for small overlaps

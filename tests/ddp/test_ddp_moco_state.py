@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from nnssl_plugin.modules.queue import KeyQueue
+from nnssl_plugin.methods.moco.queue import KeyQueue
 from nnssl_plugin.modules.whitening import RunningWhitening
 
 WORLD = 2

@@ -14,7 +14,7 @@ from torch import nn
 from nnssl_plugin.config import method_config
 from nnssl_plugin.data.local_augment import hier_local_transforms
 from nnssl_plugin.export import pretrained_prefixes, transfer
-from nnssl_plugin.modules.hier_net import build_hier_network
+from nnssl_plugin.methods.hier.network import build_hier_network
 from nnssl_plugin.modules.pyramid import level_strides, unet_pyramid
 from nnssl_plugin.ops.correspondence import corresponding_voxels
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from nnssl_plugin.config import method_config
 from nnssl_plugin.losses.local import local_region_infonce
-from nnssl_plugin.modules.moco_net import build_moco_network, first_stage
+from nnssl_plugin.methods.moco.network import build_moco_network, first_stage
 from nnssl_plugin.ops.regions import aligned_region_descriptors, min_patch_for_grid
 
 PATCH = (12, 16, 16)
@@ -35,7 +35,7 @@ def _scaled_batch(n=2):
 def _net(**changes):
     torch.manual_seed(0)
     config = replace(method_config("moco_zca"), local_grid=3, view_scale=(0.7, 1.4), **changes)
-    return build_moco_network(_unet(), config, 2, PATCH, world_size=1)
+    return build_moco_network(_unet(), config, 2, PATCH, ranks=1)
 
 
 def test_the_local_term_averages_the_regions_the_box_sizes_define():
@@ -69,11 +69,11 @@ def test_scaled_patch_check_follows_the_grid_and_the_scale_range():
     config = replace(method_config("moco_zca"), local_grid=3, view_scale=(0.7, 1.4), view_shift=0.5)
     need = min_patch_for_grid(3, (0.7, 1.4))
     assert need > 2 * 3 - 1  # scaling costs overlap
-    build_moco_network(_unet(), config, 2, (need, 16, 16), world_size=1)
+    build_moco_network(_unet(), config, 2, (need, 16, 16), ranks=1)
     with pytest.raises(ValueError, match=rf"patch \[{need - 1}, 16, 16\] is too small for the local-loss grid of 3 "
                                          rf"regions per axis: the views' overlap \(at least half a patch, less with "
                                          rf"view_scale \(0.7, 1.4\)\) needs every axis >= {need} voxels"):
-        build_moco_network(_unet(), config, 2, (need - 1, 16, 16), world_size=1)
+        build_moco_network(_unet(), config, 2, (need - 1, 16, 16), ranks=1)
 
 
 @pytest.mark.parametrize("grid", [3, 4])

@@ -7,7 +7,7 @@ from torch import nn
 
 from nnssl_plugin.modules.ema import ema_update, frozen_copy_of
 from nnssl_plugin.modules.projector import ProjectionHead
-from nnssl_plugin.modules.queue import NEVER_FILLED, UNKNOWN_CASE, KeyQueue, derived_queue_size
+from nnssl_plugin.methods.moco.queue import NEVER_FILLED, UNKNOWN_CASE, KeyQueue, derived_queue_size
 
 
 def test_queue_is_fifo_and_wraps_around():
@@ -52,12 +52,6 @@ def test_queue_state_survives_a_state_dict_round_trip():
     assert torch.equal(restored.keys, queue.keys) and int(restored.ptr) == 3
     assert torch.equal(restored.case_ids, queue.case_ids)
     assert set(queue.state_dict()) == {"keys", "case_ids", "ptr"}
-
-
-def test_an_old_queue_without_case_ids_loads_with_every_slot_a_real_key():
-    queue = KeyQueue(dim=3, size=4)
-    queue.load_state_dict({"keys": torch.ones(4, 3), "ptr": torch.tensor(1)})  # strict
-    assert queue.case_ids.tolist() == [UNKNOWN_CASE] * 4 and queue.filled() == 4
 
 
 def test_projector_outputs_unit_vectors_of_the_requested_size():

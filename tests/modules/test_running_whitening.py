@@ -209,26 +209,14 @@ def test_state_is_persistent_and_round_trips():
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in wh.state_dict().items())
 
 
-def test_an_old_state_with_mean_and_w_only_loads_unchanged_and_recovers_the_covariance():
-    cov = torch.tensor(np.cov(_flat(_images(40, np.random.default_rng(3))).T, bias=True), dtype=torch.float64)
-    lam, u = np.linalg.eigh(cov.numpy())
-    w = torch.tensor(u @ np.diag((lam + 1e-3) ** -0.5) @ u.T, dtype=torch.float32).unsqueeze(0)
-    mean = torch.randn(1, C)
-    wh = RunningWhitening(C, 1, 1e-3, 0.01)
-    wh.load_state_dict({"mean": mean, "w": w})  # strict
-    assert torch.equal(wh.mean, mean) and torch.equal(wh.w, w)
-    np.testing.assert_allclose(wh.cov[0].numpy(), cov.numpy(), rtol=1e-3, atol=1e-4)
-    assert (1 - 0.01) ** int(wh.step) < 1e-4, "treated as warmed up: the next batch enters with weight ~momentum"
-
-
 def test_groups_come_from_the_images_behind_the_estimate():
     assert whitening_groups(320, 2 / 0.01, 1.0) == 2  # 200 images < 320 channels: two groups of 160
     assert whitening_groups(80, 2 / 0.01, 1.0) == 1
     assert whitening_groups(80, 36, 1.0) == 4  # 20 channels per group
-    with pytest.raises(ValueError, match="needs at least 1 image.* found 0.5 .*lower zca_momentum"):
+    with pytest.raises(ValueError, match="needs at least 1 image.* found 0.5 .*lower whitening_update_weight"):
         whitening_groups(3, 0.5, 1.0)
 
 
 def test_unknown_mode_is_named():
-    with pytest.raises(ValueError, match="zca_mode must be one of .* found 'batch'"):
+    with pytest.raises(ValueError, match="whitening_mode must be one of .* found 'batch'"):
         RunningWhitening(C, 1, 1e-3, 0.01, "batch")

@@ -100,11 +100,12 @@ def test_continue_refuses_an_old_checkpoint_or_one_of_another_recipe(in_world, t
 
 
 def test_a_tagged_run_trains_with_its_recorded_recipe_and_options(in_world, tmp_path, monkeypatch):
+    from nnssl_plugin.config import default_recipe
     from nnssl_plugin.recipe import build_recipe, run_tag
     from nnssl_plugin.run_record import write_run_record
 
-    recipe, options = build_recipe("hier", "nnunet", batch_size=3), {"restoration_weight": 2.0}
-    name = f"nnsslPretrainer_hier_1epochs_2iters_r{run_tag(recipe, 'hier', options)}"
+    recipe, options = build_recipe(default_recipe("hier"), "nnunet", batch_size=3), {"restoration_weight": 2.0}
+    name = f"nnsslPretrainer_hier_1epochs_2iters_r{run_tag(recipe, default_recipe('hier'), options)}"
     fold = tmp_path / UNL / f"{name}__nnsslPretrainPlans__3d_cpu" / "fold_all"
     write_run_record(fold, recipe, None, options)
     trainer = _trainer(in_world, name, tmp_path, monkeypatch)

@@ -37,15 +37,8 @@ def test_probe_values_are_logged_at_probed_epochs_and_none_elsewhere():
     assert all(type(v) is float for v in log["probe_dice"] if v is not None)  # loadable with weights_only
 
 
-def test_an_older_log_without_the_probe_keys_loads_with_one_entry_per_epoch():
+def test_a_run_that_gets_the_probe_late_keeps_one_entry_per_epoch():
     assert set(PROBE_KEYS) <= set(SSL_KEYS)
-    logger = SSLLocalLogger()
-    old = {k: v for k, v in logger.get_checkpoint().items() if k not in PROBE_KEYS}
-    old["train_losses"] = [1.0, 0.9, 0.8]
-    logger.load_checkpoint(old)
-    assert all(logger.get_value(k, None) == [None] * 3 for k in PROBE_KEYS)
-    log_probe(logger, 3, _values(0.5))  # the resumed run goes on logging
-    assert logger.get_value("probe_dice", None) == [None, None, None, 0.5]
     late = SSLLocalLogger()  # a run that gets --probe-every only at a --c
     log_probe(late, 2, _values(0.5))
     assert late.get_value("probe_random_dice", None) == [None, None, 0.125]

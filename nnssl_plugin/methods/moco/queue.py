@@ -12,30 +12,22 @@ Shape: keys buffer (K, d), L2-normalised; case_ids buffer (K,) int64; ptr buffer
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from nnssl_plugin.ops.distributed import gather_from_all_ranks
 
 NEVER_FILLED = -1  # case id of a slot no key was written to
 UNKNOWN_CASE = -2  # case id of a key enqueued without one: a real negative for every query
 
 
-def gather_from_all_ranks(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate `x` (n, ...) of every rank along dim 0 (rank order); `x` itself if not distributed."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
-
-
-def derived_queue_size(momentum: float, effective_batch: int, horizon_ratio: float, minimum: int) -> int:
+def derived_queue_size(key_momentum: float, effective_batch: int, horizon_ratio: float, minimum: int) -> int:
     """MoCo v2's rule sized to the batch: the queue holds `horizon_ratio` x the key encoder's EMA horizon
-    1/(1 − momentum) steps of keys (MoCo v2: 65536 keys / 256 batch = 256 steps vs 1000, ratio 0.256), so its
+    1/(1 − key_momentum) steps of keys (MoCo v2: 65536 keys / 256 batch = 256 steps vs 1000, ratio 0.256), so its
     oldest key comes from an encoder the EMA has not yet forgotten: max(minimum, round(ratio x horizon x batch))."""
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"the key-encoder momentum must be in [0, 1), found {momentum}; use e.g. 0.99")
-    return max(int(minimum), round(horizon_ratio * effective_batch / (1.0 - momentum)))
+    if not 0.0 <= key_momentum < 1.0:
+        raise ValueError(f"key_momentum must be in [0, 1), found {key_momentum}; use e.g. 0.99")
+    return max(int(minimum), round(horizon_ratio * effective_batch / (1.0 - key_momentum)))
 
 
 class KeyQueue(nn.Module):
@@ -43,7 +35,7 @@ class KeyQueue(nn.Module):
         super().__init__()
         if size < 1:
             raise ValueError(f"the key queue needs at least 1 slot, found size {size}; leave queue_size unset to "
-                             f"derive it from the batch and the momentum")
+                             f"derive it from the batch and key_momentum")
         init = F.normalize(torch.randn(size, dim, generator=generator), dim=1)  # placeholders, masked until written
         self.register_buffer("keys", init)  # (K, d)
         self.register_buffer("case_ids", torch.full((size,), NEVER_FILLED, dtype=torch.long))  # (K,)
@@ -68,16 +60,6 @@ class KeyQueue(nn.Module):
         self.keys[rows] = keys
         self.case_ids[rows] = case_ids.to(self.case_ids.device)
         self.ptr.copy_((self.ptr + n) % size)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        """Checkpoints written before case ids existed: every slot counts as a real key of an unknown case, which is
-        how that run treated its queue (resuming continues it; no slot is masked as never filled)."""
-        if prefix + "keys" in state_dict and prefix + "case_ids" not in state_dict:
-            size = state_dict[prefix + "keys"].shape[0]
-            state_dict[prefix + "case_ids"] = torch.full((size,), UNKNOWN_CASE, dtype=torch.long)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
 
     @torch.no_grad()
     def clear(self) -> None:

@@ -7,10 +7,10 @@ projectors, the key queue with the case id of every key, and, for moco_zca, the 
 all as parameters or persistent buffers. `forward` computes the losses (and, for moco_zca in training, moves the
 running whitening statistics); the EMA and the enqueue run in `after_step`, outside any compiled forward.
 
-Global branch: bottleneck → whitening with running statistics (moco: per channel, `zca_diagonal`, the BatchNorm MoCo
+Global branch: bottleneck → whitening with running statistics (moco: per channel, `whitening_per_channel`, the BatchNorm MoCo
 v2's ResNet ends in; moco_zca: ZCA) → global average pool → projector → InfoNCE
 vs the queue (never-filled slots and same-case keys masked). Whitening and pooling are both linear, so the pooled
-vector is whitened (the statistics come from every position). Until `min_queue_keys` real keys exist the global
+vector is whitened (the statistics come from every position). Until `global_loss_min_keys` real keys exist the global
 loss is skipped (no term, top-1 None). Keys come from a key function (EMA encoder, its projector and, moco_zca, the
 keys' whitening statistics) that `key_update="period"` freezes while the queue fills and refreshes once it is full
 (then the queue restarts): positive and negatives share one encoder, so age is no cue (`after_step`). Local branch
@@ -25,22 +25,21 @@ import copy
 from typing import ClassVar, Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from nnssl_plugin.config import MocoConfig
-from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.losses.local import local_region_infonce
 from nnssl_plugin.losses.moco import moco_infonce_and_logits, top1_accuracy
+from nnssl_plugin.methods.moco.config import MocoConfig
+from nnssl_plugin.methods.moco.queue import KeyQueue, derived_queue_size
 from nnssl_plugin.modules.ema import ema_update, frozen_copy_of
 from nnssl_plugin.modules.network_protocol import PlanContext
 from nnssl_plugin.modules.projector import ProjectionHead
-from nnssl_plugin.modules.queue import KeyQueue, derived_queue_size
 from nnssl_plugin.modules.whitening import RunningWhitening, apply_whitening, whitening_groups
+from nnssl_plugin.ops.distributed import world_size
+from nnssl_plugin.ops.pooling import POOLINGS, global_pool
 from nnssl_plugin.ops.regions import MAX_SHIFT, aligned_region_descriptors, min_patch_for_grid
 
-POOLINGS = ("avg", "max")  # MocoConfig.pooling
 KEY_UPDATES = ("period", "step")  # MocoConfig.key_update
 
 
@@ -49,17 +48,6 @@ def first_stage(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if getattr(encoder, "stem", None) is not None:
         x = encoder.stem(x)
     return encoder.stages[0](x)
-
-
-def max_pool(bottleneck: torch.Tensor) -> torch.Tensor:
-    """Global max pool (n, c, *spatial) → (n, c), fp32: unlike the average of an instance-normalised map, not fixed
-    by the map's normalisation (measured spread over crops: 19.5 % of the mean's norm vs 5.8 %, docs/RESULTS.md)."""
-    return bottleneck.float().flatten(2).amax(dim=2)
-
-
-def avg_pool(bottleneck: torch.Tensor) -> torch.Tensor:
-    """Global average pool (n, c, *spatial) → (n, c), fp32."""
-    return bottleneck.float().flatten(2).mean(dim=2)
 
 
 class MocoNetwork(nn.Module):
@@ -93,12 +81,12 @@ class MocoNetwork(nn.Module):
 
     def summary(self) -> str:
         """One line for the training log: the derived queue and whitening sizes."""
-        text = (f"queue {self.queue.keys.shape[0]} keys (global loss from {self.config.min_queue_keys}); key encoder "
+        text = (f"queue {self.queue.keys.shape[0]} keys (global loss from {self.config.global_loss_min_keys}); key encoder "
                 f"updated {'every step' if self.config.key_update == 'step' else 'once per queue turnover'}")
         if self.whitening is not None:
             w = self.whitening
-            text += (f"; whitening {w.groups} group(s) of {w.mean.shape[1]} channels, mode {w.mode}, momentum "
-                     f"{w.momentum:g}, batch share {w.batch_share:g}")
+            text += (f"; whitening {w.groups} group(s) of {w.mean.shape[1]} channels, mode {w.mode}, update "
+                     f"weight {w.momentum:g}, batch share {w.batch_share:g}")
         return text
 
     def compile_encoder(self) -> None:
@@ -118,7 +106,7 @@ class MocoNetwork(nn.Module):
     def _pair(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[dict, list[torch.Tensor]]:
         """`pair_embeddings` plus the query encoder's stage outputs (for the local loss)."""
         skips = self._encode(view1)  # stage outputs, last = bottleneck (n, c, *s)
-        pool = max_pool if self.config.pooling == "max" else avg_pool
+        pool = lambda x: global_pool(x, self.config.pooling)  # noqa: E731
         period = self.config.key_update == "period"
         with torch.no_grad():
             key_map = self.key_encoder(view2)[-1]  # (n, c, *s)
@@ -154,7 +142,7 @@ class MocoNetwork(nn.Module):
         q, k = emb["q"], emb["k"]
         terms: dict[str, torch.Tensor] = {}
         top1, logits = None, None
-        if self.queue.filled() >= self.config.min_queue_keys:
+        if self.queue.filled() >= self.config.global_loss_min_keys:
             mask = self.queue.negative_mask(case_ids, q.shape[0])  # (n, K)
             terms["loss_global"], logits = moco_infonce_and_logits(q, k, self.queue.keys.clone(),
                                                                    self.config.temperature, mask)  # (n, 1 + K)
@@ -197,10 +185,9 @@ class MocoNetwork(nn.Module):
         function stays frozen while the queue fills; once it is full, the EMA catches up on the steps since the last
         refresh in one move (θ_k ← m^P θ_k + (1 − m^P) θ_q, P steps), the keys' whitening statistics take the
         running ones, and the queue restarts empty. Every negative and the positive then come from one function:
-        with keys of older encoders in the queue, a fresh positive is told from them by its age alone (measured:
-        training loss 2.3 against the queue's chance 4.2 while held-out top-1 against fresh keys stayed at
-        chance, docs/RESULTS.md)."""
-        m = self.config.momentum
+        with keys of older encoders in the queue, a fresh positive is told from them by its age alone
+        (docs/RESULTS.md)."""
+        m = self.config.key_momentum
         self.queue.enqueue(out["keys"], out.get("case_ids"))
         if self.config.key_update == "step":
             ema_update(self.key_encoder, self.encoder, m)
@@ -218,42 +205,22 @@ class MocoNetwork(nn.Module):
         self.queue.clear()
         self.steps_since_refresh.zero_()
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        """Checkpoints written before the period key update: no refresh counter (start at 0) and, for moco_zca, no
-        key whitening statistics (take the running ones, which is what their keys were whitened with)."""
-        state_dict.setdefault(prefix + "steps_since_refresh", torch.zeros((), dtype=torch.long))
-        if self.whitening is not None and prefix + "whitening.mean" not in state_dict and \
-                any(k.startswith(prefix + "encoder.") for k in state_dict):
-            raise NnsslError(f"this checkpoint of {self.config.method} has no bottleneck whitening: it comes from before "
-                             f"{self.config.method} standardised its bottleneck per channel (zca_diagonal, "
-                             f"docs/RESULTS.md); start a fresh run (without --c), or export it as it is")
-        if self.whitening is not None and prefix + "whitening.mean" in state_dict:
-            state_dict.setdefault(prefix + "key_mean", state_dict[prefix + "whitening.mean"].clone())
-            state_dict.setdefault(prefix + "key_w", state_dict[prefix + "whitening.w"].clone())
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-
     def pretrained_state(self) -> dict[str, torch.Tensor]:
         """What the export carries: the query encoder's weights, keyed as in the planned U-Net (`encoder.*`)."""
         return {f"encoder.{k}": v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()}
 
 
-def default_world_size() -> int:
-    """The initialised process group's size, else 1."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def build_moco_network(unet: nn.Module, config: MocoConfig, batch_size: int, patch_size: Sequence[int],
-                       world_size: int | None = None) -> MocoNetwork:
+                       ranks: int | None = None) -> MocoNetwork:
     """Wrap the planned U-Net's encoder (its decoder is not pretrained by MoCo and is not kept here). Sizes follow
-    the effective batch (batch_size x world_size): the queue (`derived_queue_size`, unless config.queue_size) and
-    the whitening groups (from the images behind the running estimate, batch / zca_momentum, not from positions;
-    one channel per group with `zca_diagonal`). The patch must hold the local loss's grid in every views' overlap."""
+    the effective batch (batch_size x ranks, default the process group's size): the queue (`derived_queue_size`,
+    unless config.queue_size) and
+    the whitening groups (from the images behind the running estimate, batch / whitening_update_weight, not from positions;
+    one channel per group with `whitening_per_channel`). The patch must hold the local loss's grid in every views' overlap."""
     if config.pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, found '{config.pooling}'")
     channels = unet.encoder.output_channels[-1]
-    shift = getattr(config, "view_shift", MAX_SHIFT)  # the two-view loader's max_shift
+    shift = config.view_shift  # the two-view loader's max_shift
     need = min_patch_for_grid(config.local_grid, config.view_scale, shift) if config.local_weight > 0 else 0
     if min(patch_size) < need:  # every sampled overlap must span >= local_grid view voxels in both views
         bound = "at least half a patch" if shift == MAX_SHIFT else f"views shifted by up to {shift:g} of a patch"
@@ -261,13 +228,13 @@ def build_moco_network(unet: nn.Module, config: MocoConfig, batch_size: int, pat
         raise ValueError(f"patch {list(patch_size)} is too small for the local-loss grid of {config.local_grid} "
                          f"regions per axis: the views' overlap ({bound}{scaled}) needs every axis >= {need} voxels; "
                          f"use a smaller local_grid or a configuration with a larger patch")
-    effective_batch = batch_size * (default_world_size() if world_size is None else world_size)
-    queue_size = config.queue_size or derived_queue_size(config.momentum, effective_batch, config.queue_horizon_ratio,
-                                                         config.queue_min_size)
+    effective_batch = batch_size * (world_size() if ranks is None else ranks)
+    queue_size = config.queue_size or derived_queue_size(config.key_momentum, effective_batch,
+                                                         config.queue_horizon_ratio, config.queue_size_floor)
     whitening = None
-    if config.zca:
-        groups = channels if config.zca_diagonal else whitening_groups(channels, effective_batch / config.zca_momentum,
-                                                                        config.zca_min_images_per_channel)
-        whitening = RunningWhitening(channels, groups, config.zca_eps, config.zca_momentum, config.zca_mode,
-                                     config.zca_batch_share)
+    if config.bottleneck_whitening:
+        groups = channels if config.whitening_per_channel else whitening_groups(
+            channels, effective_batch / config.whitening_update_weight, config.whitening_min_images_per_channel)
+        whitening = RunningWhitening(channels, groups, config.whitening_eps, config.whitening_update_weight,
+                                     config.whitening_mode, config.whitening_batch_share)
     return MocoNetwork(unet.encoder, channels, config, queue_size, whitening)

@@ -30,9 +30,9 @@ from typing import ClassVar, Sequence
 import torch
 from torch import nn
 
-from nnssl_plugin.config import HierConfig
 from nnssl_plugin.losses.restoration import restoration_mse
 from nnssl_plugin.losses.voxel import voxel_nt_xent_with_top1
+from nnssl_plugin.methods.hier.config import HierConfig
 from nnssl_plugin.modules.network_protocol import PlanContext
 from nnssl_plugin.modules.projector import ProjectionHead
 from nnssl_plugin.modules.pyramid import level_channels, level_strides, pad_to_multiple, unet_pyramid
