@@ -1,0 +1,160 @@
+"""The benchmark that decides: every pretraining method and random init, probed on every fold of a BTCV-sized
+labelled phantom, the pretraining seed as the independent unit, every comparison paired, the power stated.
+
+One resumable command. Each step (one pretraining run, the probes of one initialisation on every fold, one held-out
+pretext evaluation on common views) writes its output when it is done and is skipped when that output exists; an
+interrupted pretraining resumes from its checkpoint_latest (`--c`). So a stopped benchmark (a background job may be
+stopped at any time) continues where it stopped when the same command runs again.
+
+  nnssl_demo_data --num-unlabelled 100 --num-labelled 30     (Dataset990 unlabelled, Dataset991 labelled: BTCV's size)
+  nnUNetv2_plan_and_preprocess -d 991 -c 3d_fullres; nnssl_add_cpu_config -d 991; nnssl_prepare -d 990 -t 991 -c 3d_cpu
+  per seed s (seeds in order, so a cut benchmark holds whole seeds):
+      nnssl_probe random -f all --levels-like encoder/decoder ... --seed s
+      per method m: nnssl_pretrain -d 990 -m m -c 3d_cpu --epochs E --iters I --seed s --eval-target 991
+                    nnssl_probe <run> -d 991 -c 3d_cpu -f all --levels-like encoder --seed s   (the common level set)
+                    nnssl_probe <run> ... -f all --seed s                                      (dense: its own levels)
+                    python -m nnssl_plugin.cli.common_views <run> ...                           (pretext on common views)
+
+Statistics (`nnssl_plugin.paired`): a seed's score is its probe mean Dice (13 organs) averaged over the five folds
+(the folds share one pretrained network, so they are not independent replicates); a comparison A − B is the mean
+over seeds of the paired difference d_s = score_A(s) − score_B(s) (same seed, same folds, same sampled voxels), with
+a 95 % t interval, and the smallest difference detectable with 80 % power at α = 0.05 (two-sided) given the sd of
+d_s and the number of seeds. The pilot (`--stage pilot`: seeds 0–2) measures that sd; `--stage plan` prints the seeds
+needed for δ ≤ 0.02 under the CPU cap; `--stage main --seeds ...` adds them.
+
+Usage: .venv/bin/python studies/benchmark.py --work-dir /tmp/bench [--seeds 0 1 2] [--epochs 40 --iters 25]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from study_steps import once, run, use_work_dir
+
+from nnssl_plugin import trainer_names
+from nnssl_plugin.config import METHODS
+from nnssl_plugin.families import level_set_of_method
+
+MARKER = ".nnssl_benchmark"
+UNLABELLED, TARGET = "Dataset990_PhantomUnlabelled", "Dataset991_PhantomBTCV"
+ORDER = ("hier", "voxel2vec", "moco_zca", "moco")  # the decision first: a cut seed keeps the dense pair
+COMMON_LEVELS = "encoder"  # the level set every initialisation is read at (cross-family rows)
+FOLDS = 5
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work-dir", required=True, help="the benchmark's own folder (created; reused only if it is one)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pretraining seeds (default: the pilot's "
+                                                                           "0 1 2)")
+    p.add_argument("--methods", nargs="+", default=list(ORDER), choices=sorted(METHODS))
+    p.add_argument("--num-unlabelled", type=int, default=100)
+    p.add_argument("--num-labelled", type=int, default=30, help="labelled cases (default 30, BTCV's size: 6 "
+                                                                "validation cases per fold)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--iters", type=int, default=25, help="iterations per epoch (default 25: 1,000 steps)")
+    p.add_argument("--eval-every", type=int, default=10, help="held-out pretext on the method's own views every K "
+                                                              "epochs (default 10)")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from what exists, run nothing")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    work = Path(args.work_dir).resolve()
+    if work.exists() and any(work.iterdir()) and not (work / MARKER).exists():
+        sys.exit(f"{work} exists and is not a benchmark folder; pass another --work-dir")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / MARKER).write_text("created by studies/benchmark.py\n")
+    use_work_dir(work)
+    logs, started = work / "logs", time.time()
+    stamps, out = work / "stamps", work / "results"
+    results = work / "nnUNet_results" / UNLABELLED
+
+    def run_dir(method: str, seed: int) -> Path:
+        trainer = trainer_names.pretrainer(method, args.epochs, args.iters, seed)
+        return results / trainer_names.run_folder(trainer, "nnsslPretrainPlans", "3d_cpu") / "fold_all"
+
+    from benchmark_report import write_report
+
+    methods = [m for m in ORDER if m in args.methods]
+    args.methods = methods
+    own = {m: level_set_of_method(m) for m in methods}
+
+    def report() -> None:
+        write_report(work, args, run_dir, own, COMMON_LEVELS)
+
+    if args.report_only:
+        report()
+        return 0
+
+    def timed(name: str, command: list[str], log: Path) -> None:
+        """`run`, its wall time recorded in results/steps.json (the CPU plan of later stages reads it)."""
+        start = time.time()
+        run(command, log, started)
+        steps_file = out / "steps.json"
+        steps = json.loads(steps_file.read_text()) if steps_file.is_file() else {}
+        steps[name] = round(time.time() - start, 1)
+        steps_file.parent.mkdir(parents=True, exist_ok=True)
+        steps_file.write_text(json.dumps(steps, indent=1))
+
+    once(stamps / "data", ["nnssl_demo_data", "--num-unlabelled", str(args.num_unlabelled), "--num-labelled",
+                           str(args.num_labelled), "--overwrite"], logs / "demo_data.log", started)
+    once(stamps / "plan", ["nnUNetv2_plan_and_preprocess", "-d", "991", "-c", "3d_fullres", "-np", "2", "-npfp", "2"],
+         logs / "plan_and_preprocess.log", started)
+    once(stamps / "cpu_config", ["nnssl_add_cpu_config", "-d", "991"], logs / "cpu_config.log", started)
+    once(stamps / "prepare", ["nnssl_prepare", "-d", "990", "-t", "991", "-c", "3d_cpu", "-np", "2"],
+         logs / "prepare.log", started)
+
+    def pretrain(method: str, seed: int) -> None:
+        fold = run_dir(method, seed)
+        if (fold / "checkpoint_final.pth").is_file():
+            return
+        resume = ["--c"] if (fold / "checkpoint_latest.pth").is_file() else []
+        print(f"pretrain {method} seed {seed}{' (resumed)' if resume else ''}", flush=True)
+        timed(f"pretrain {method}:{seed}",
+              ["nnssl_pretrain", "-d", "990", "-m", method, "-c", "3d_cpu", "-device", "cpu", "--epochs",
+               str(args.epochs), "--iters", str(args.iters), "--seed", str(seed), "--eval-target", "991",
+               "--eval-every", str(args.eval_every), *resume], logs / f"pretrain_{method}_seed{seed}.log")
+
+    def probe(init: str, seed: int, levels: str) -> None:
+        """The probe of one initialisation on every fold (one step)."""
+        target = out / "probe" / f"{init}_{levels}_seed{seed}.json"
+        if target.is_file():
+            return
+        source = ["random"] if init == "random" else [str(run_dir(init, seed))]
+        timed(f"probe {levels} levels:{init}:{seed}",
+              ["nnssl_probe", *source, "-d", "991", "-c", "3d_cpu", "-f", "all", "--levels-like", levels, "-device",
+               "cpu", "--seed", str(seed), "-o", str(target)], logs / f"probe_{init}_{levels}_seed{seed}.log")
+
+    def common_views(method: str, seed: int) -> None:
+        target = out / "common_views" / f"{method}_seed{seed}.json"
+        if target.is_file():
+            return
+        timed(f"common views:{method}:{seed}",
+              ["python", "-m", "nnssl_plugin.cli.common_views", str(run_dir(method, seed)), "--target", "991", "-c",
+               "3d_cpu", "-device", "cpu", "-o", str(target)], logs / f"common_views_{method}_seed{seed}.log")
+
+    level_sets = sorted({COMMON_LEVELS, *own.values()})
+    for seed in args.seeds:
+        for levels in level_sets:
+            probe("random", seed, levels)
+        for method in methods:
+            pretrain(method, seed)
+            for levels in sorted({COMMON_LEVELS, own[method]}):
+                probe(method, seed, levels)
+            report()
+        for method in methods:
+            common_views(method, seed)
+        report()
+    print(f"done in {time.time() - started:.0f} s: {work / 'benchmark.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The benchmark's report (benchmark.md, benchmark.json, benchmark.png in the work dir), rewritten after every step
+from the step outputs that exist: per initialisation and level set the seed scores (probe mean Dice averaged over the
+folds), every comparison as a paired difference over seeds with its 95 % interval and the difference the design
+can detect (nnssl_plugin.paired), the seeds a δ of DELTA needs, the held-out pretext on common views, and the CPU
+time of each kind of step."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from nnssl_plugin.evidence import mean_sd
+from nnssl_plugin.paired import detectable_difference, paired, seeds_needed
+
+DELTA = 0.02  # the margin fixed before the runs: the smallest probe-Dice difference the benchmark must detect
+# (paired comparison of the pretraining seeds, 80 % power, two-sided α = 0.05)
+RANDOM = "random"
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def comparisons(methods: list[str], own_levels: dict[str, str], common: str) -> list[tuple[str, str, str, str]]:
+    """(label, arm A, arm B, level set) for every comparison the benchmark reports, the decisions first."""
+    rows = []
+    dense = [m for m in methods if own_levels[m] != common]
+    if "hier" in methods and "voxel2vec" in methods:
+        rows.append(("hier − voxel2vec (own levels)", "hier", "voxel2vec", own_levels["hier"]))
+        rows.append(("hier − voxel2vec (common levels)", "hier", "voxel2vec", common))
+    if "moco_zca" in methods and "moco" in methods:
+        rows.append(("moco_zca − moco", "moco_zca", "moco", common))
+    for m in methods:
+        rows.append((f"{m} − random init (common levels)", m, RANDOM, common))
+    for m in dense:
+        rows.append((f"{m} − random init (own levels)", m, RANDOM, own_levels[m]))
+    for a, b in (("hier", "moco_zca"), ("voxel2vec", "moco_zca")):
+        if a in methods and b in methods:
+            rows.append((f"{a} − {b} (common levels)", a, b, common))
+    return rows
+
+
+def write_report(work: Path, args, run_dir, own_levels: dict[str, str], common: str) -> dict:
+    out = work / "results"
+    methods = [m for m in args.methods]
+    seeds = list(args.seeds)
+    inits = [*methods, RANDOM]
+    level_sets = sorted({common, *own_levels.values()})
+    scores: dict[tuple[str, str], dict[int, float]] = {}
+    folds: dict[tuple[str, str], dict[int, list[float]]] = {}
+    organs: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+    for init in inits:
+        for levels in level_sets:
+            for seed in seeds:
+                record = _load(out / "probe" / f"{init}_{levels}_seed{seed}.json")
+                if record is None or record.get("mean_dice_over_folds") is None:
+                    continue
+                scores.setdefault((init, levels), {})[seed] = record["mean_dice_over_folds"]
+                folds.setdefault((init, levels), {})[seed] = [f["mean_dice"] for f in record["folds"]]
+                per_organ = {}
+                for name in record["folds"][0]["dice"]:
+                    values = [f["dice"][name] for f in record["folds"] if f["dice"][name] is not None]
+                    per_organ[name] = sum(values) / len(values) if values else math.nan
+                organs.setdefault((init, levels), {})[seed] = per_organ
+
+    results = []
+    for label, a, b, levels in comparisons(methods, own_levels, common):
+        sa, sb = scores.get((a, levels), {}), scores.get((b, levels), {})
+        common_seeds = [s for s in seeds if s in sa and s in sb]
+        if not common_seeds:
+            continue
+        p = paired([sa[s] for s in common_seeds], [sb[s] for s in common_seeds])
+        needed = seeds_needed(p.sd, DELTA) if p.n > 1 and p.sd > 0 else None
+        results.append({"comparison": label, "a": a, "b": b, "levels": levels, "seeds": common_seeds, "n": p.n,
+                        "mean": p.mean, "sd": p.sd, "low": p.low, "high": p.high,
+                        "per_seed": [sa[s] - sb[s] for s in common_seeds],
+                        "detectable": detectable_difference(p.sd, p.n) if p.n > 1 else math.inf,
+                        "seeds_for_delta": needed})
+
+    views = {}
+    for m in methods:
+        for seed in seeds:
+            record = _load(out / "common_views" / f"{m}_seed{seed}.json")
+            if record is not None:
+                views.setdefault(m, {})[seed] = record["views"]
+    steps = _load(out / "steps.json") or {}
+
+    lines = [f"# Benchmark: {len(methods)} methods and random init on Dataset991 ({args.num_labelled} labelled "
+             f"phantoms, nnU-Net's 5 folds), pretrained on {args.num_unlabelled} unlabelled phantoms", "",
+             f"Pretraining: {args.epochs} epochs × {args.iters} iterations (3d_cpu, batch 2), seeds {seeds}. Probe: "
+             f"`nnssl_probe -f all` (2,000 voxels per class per fold), mean Dice over 13 organs on each fold's "
+             f"validation cases, averaged over the 5 folds = one score per seed (folds share the pretrained network, "
+             f"so the seed is the unit). δ = {DELTA} fixed before the runs.", "",
+             "## Seed scores", "", "| init | levels | seeds | probe mean Dice (mean ± sd over seeds) | per seed | "
+             "fold sd (mean over seeds) |", "| --- | --- | --- | --- | --- | --- |"]
+    for init in inits:
+        for levels in level_sets:
+            by_seed = scores.get((init, levels))
+            if not by_seed:
+                continue
+            values = [by_seed[s] for s in seeds if s in by_seed]
+            m, sd = mean_sd(values)
+            fold_sds = [mean_sd(folds[(init, levels)][s])[1] for s in by_seed]
+            lines.append(f"| {init} | {levels} | {len(values)} | {m:.3f} ± {sd:.3f} | "
+                         f"{', '.join(f'{v:.3f}' for v in values)} | {sum(fold_sds) / len(fold_sds):.3f} |")
+    lines += ["", "## Paired comparisons (A − B, same seed, folds and voxels)", "",
+              "| comparison | levels | seeds | mean difference [95 % interval] | sd of d | detectable at this n "
+              f"(80 %) | seeds for δ = {DELTA} | decided |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        if r["n"] < 2:
+            decided = "–"
+        elif r["low"] > 0:
+            decided = "A above B"
+        elif r["high"] < 0:
+            decided = "A below B"
+        elif r["detectable"] <= DELTA and -DELTA < r["low"] and r["high"] < DELTA:
+            decided = f"within ±{DELTA}"
+        else:
+            decided = "not decided"
+        interval = (f"{r['mean']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]" if r["n"] > 1 else
+                    f"{r['mean']:+.4f}")
+        lines.append(f"| {r['comparison']} | {r['levels']} | {r['n']} | {interval} | "
+                     f"{r['sd']:.4f} | {r['detectable']:.4f} | {r['seeds_for_delta'] or '–'} | {decided} |")
+    if views:
+        names = sorted({v for by_seed in views.values() for record in by_seed.values() for v in record})
+        lines += ["", "## Held-out pretext on common views (mean loss over seeds; chance ln(negatives + 1))", "",
+                  "| run | " + " | ".join(f"{n} views" for n in names) + " |", "| --- |" + " --- |" * len(names)]
+        for m, by_seed in views.items():
+            cells = []
+            for n in names:
+                values = [record[n]["loss"] for record in by_seed.values() if n in record]
+                chance = next((record[n]["chance_loss"] for record in by_seed.values() if n in record), math.nan)
+                cells.append(f"{sum(values) / len(values):.3f} (chance {chance:.2f}, {len(values)})" if values
+                             else "–")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if steps:
+        lines += ["", "## CPU time per step (this machine, 2 cores; seconds, mean over the steps run)", ""]
+        kinds = {}
+        for name, seconds in steps.items():
+            kinds.setdefault(name.split(":")[0], []).append(seconds)
+        for kind, values in sorted(kinds.items()):
+            lines.append(f"- {kind}: {sum(values) / len(values):.0f} s × {len(values)}")
+    (work / "benchmark.md").write_text("\n".join(lines) + "\n")
+    summary = {"seeds": seeds, "methods": methods, "delta": DELTA,
+               "scores": {f"{i}|{l}": v for (i, l), v in scores.items()},
+               "organs": {f"{i}|{l}": v for (i, l), v in organs.items()}, "comparisons": results,
+               "common_views": views, "steps": steps}
+    (work / "benchmark.json").write_text(json.dumps(summary, indent=1, default=str))
+    if results:
+        plot(work / "benchmark.png", results, args)
+    return summary
+
+
+def plot(path: Path, results: list[dict], args) -> None:
+    """Forest plot: each comparison's per-seed paired differences (dots) and its mean with the 95 % interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(results) + 1.6))
+    for y, r in enumerate(reversed(results)):
+        ax.scatter(r["per_seed"], [y] * len(r["per_seed"]), s=14, color="0.6", zorder=2)
+        if r["n"] > 1:
+            ax.plot([r["low"], r["high"]], [y, y], color="C0", lw=2.5, zorder=3)
+        ax.scatter([r["mean"]], [y], color="C0", marker="D", s=30, zorder=4)
+    ax.set_yticks(range(len(results)), [f"{r['comparison']} (n={r['n']})" for r in reversed(results)], fontsize=8)
+    ax.axvline(0, color="k", lw=0.8)
+    for x in (-DELTA, DELTA):
+        ax.axvline(x, color="k", lw=0.6, ls=":")
+    ax.set_xlabel(f"paired difference in probe mean Dice (dots: seeds; bar: 95 % interval; dotted: ±δ = {DELTA})")
+    ax.set_title(f"Benchmark: probe on 5 folds of {args.num_labelled} labelled phantoms, 3d_cpu, "
+                 f"{args.epochs * args.iters} pretraining steps", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
