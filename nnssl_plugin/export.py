@@ -34,6 +34,7 @@ class TransferReport:
     skipped: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)  # 1-channel first convolutions repeated for N channels
     warnings: list[str] = field(default_factory=list)  # one line each, for the CLI to print
+    route_line: str = ""  # what nnU-Net's own nnssl route keeps of the export (`route_line`)
 
     def summary(self) -> str:
         adapted = f", {len(self.adapted)} adapted from 1 input channel" if self.adapted else ""
@@ -196,6 +197,9 @@ def export_weights(source: Source, target_plans: dict, configuration: str, datas
         "keys_to_in_proj": in_proj_keys(network),
         "key_to_lpe": None,
     }
+    route = nnunet_route_keeps(prefixes, adaptation_plan["key_to_encoder"], adaptation_plan["key_to_stem"],
+                               source.whitening is not None, configuration)
+    report.route_line = route_line(route)
     payload = {
         "format": EXPORT_FORMAT,
         "network_weights": {k: v.detach().cpu() for k, v in state.items()},
@@ -210,6 +214,7 @@ def export_weights(source: Source, target_plans: dict, configuration: str, datas
         "nnssl_adaptation_plan": adaptation_plan,
         "num_input_channels": channels,  # what the weights take (pretrain_num_input_channels: what pretraining saw)
         "adapted_input_channels": report.adapted,
+        "nnunet_nnssl_route": route,
     }
     atomic_torch_save(payload, weights_path)
     plans = copy.deepcopy(target_plans)
@@ -222,11 +227,38 @@ def export_weights(source: Source, target_plans: dict, configuration: str, datas
                               "whitening_shape": (list(source.whitening["w"].shape[:2]) if source.whitening
                                                   else None),
                               "architecture_sha256": architecture_hash(resolved["architecture"]),
+                              "nnunet_nnssl_route": route,
                               # what nnU-Net's nnssl-side trainer reads (nnssl_format.master_pretrain_info)
                               **master_pretrain_info(weights_path, network, pretrain_channels, pretrain_patch,
                                                      resolved["patch_size"])}
     atomic_write_json(plans_path, plans)
     return report
+
+
+def nnunet_route_keeps(prefixes: list[str], key_to_encoder: str | None, key_to_stem: str | None,
+                       whitening: bool, configuration: str) -> dict:
+    """What nnU-Net's own nnssl route (nnU-Net master after 2.8.1: `nnUNetv2_plan_like_dynamic` /
+    `nnUNetv2_preprocess_like_nnssl`, then `nnUNetv2_train_pretrained` with `PretrainedTrainer` /
+    `DynamicPretrainedTrainer`) keeps of this export: its trainers load the tensors under `key_to_encoder` and
+    `key_to_stem` only (everything else of the network is initialised afresh), they know nothing of a `moco_zca`
+    whitening, and its planners write one configuration, `3d_fullres`. Measured end to end in
+    tests/downstream/test_nnunet_nnssl_route.py; docs/NNSSL_ROUTE.md."""
+    loaded = [p for p in (key_to_encoder, key_to_stem) if p]
+    dropped = [p for p in prefixes if not matches_prefixes(p, loaded)]
+    return {"loads": sorted(p for p in prefixes if matches_prefixes(p, loaded)),
+            "drops": dropped + (["whitening"] if whitening else []),
+            "planned_configurations": ["3d_fullres"],
+            "configuration_reachable_by_its_planners": configuration == "3d_fullres"}
+
+
+def route_line(route: dict) -> str:
+    """The export command's one line on nnU-Net's own nnssl route (`nnunet_route_keeps`)."""
+    drops = [("moco_zca's whitening" if d == "whitening" else d) for d in route["drops"]]
+    line = (f"nnU-Net's own nnssl route (nnUNetv2_train_pretrained) loads {', '.join(route['loads'])}"
+            + (f" and drops {', '.join(drops)}" if drops else ""))
+    if not route["configuration_reachable_by_its_planners"]:
+        line += "; its planners write 3d_fullres only (use this export's plans directly with -p)"
+    return line + " (docs/NNSSL_ROUTE.md)"
 
 
 def weights_reference(weights_path: Path, dataset_folder: Path) -> str:

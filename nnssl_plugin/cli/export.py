@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     for warning in report.warnings:
         print(f"{PROG}: WARNING: {warning}", file=sys.stderr)
     print(f"transfer report: {report.summary()} (pretrained prefixes from the network class)")
+    print(report.route_line)
     print(f"wrote {out_weights}\nwrote {out_plans}")
     target_id = int(target[7:10])
     print("next:\n  export nnUNet_extTrainer=$(nnssl_env --ext-trainer-path)\n"

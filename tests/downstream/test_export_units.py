@@ -87,3 +87,21 @@ def test_whitening_sits_between_encoder_and_decoder():
                         for g in range(2)], dim=1).reshape(2, *b.shape[2:], 16).movedim(-1, 1)
     assert torch.allclose(whitened_bottleneck, manual, atol=1e-5)
     assert torch.allclose(net(x), net_plain.decoder([*plain[:-1], manual]), atol=1e-5)
+
+
+def test_what_nnunets_own_nnssl_route_keeps_is_stated_per_export():
+    """That route's trainers load key_to_encoder and key_to_stem only (tests/downstream/test_nnunet_nnssl_route.py
+    runs it): a dense export's decoder and moco_zca's whitening are dropped; its planners write 3d_fullres only."""
+    from nnssl_plugin.export import nnunet_route_keeps, route_line
+
+    dense = pretrained_prefixes(_unet(), encoder_only=False)
+    route = nnunet_route_keeps(dense, "encoder.stages", "encoder.stages.0", False, "3d_cpu")
+    assert route["loads"] == ["encoder.stages"] and route["drops"] == ["decoder.stages", "decoder.transpconvs"]
+    assert route_line(route) == ("nnU-Net's own nnssl route (nnUNetv2_train_pretrained) loads encoder.stages and "
+                                 "drops decoder.stages, decoder.transpconvs; its planners write 3d_fullres only "
+                                 "(use this export's plans directly with -p) (docs/NNSSL_ROUTE.md)")
+    resenc = nnunet_route_keeps(["encoder.stages", "encoder.stem"], "encoder.stages", "encoder.stem", True,
+                                "3d_fullres")
+    assert resenc["loads"] == ["encoder.stages", "encoder.stem"] and resenc["drops"] == ["whitening"]
+    assert route_line(resenc).endswith("loads encoder.stages, encoder.stem and drops moco_zca's whitening "
+                                       "(docs/NNSSL_ROUTE.md)")
