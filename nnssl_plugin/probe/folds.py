@@ -55,7 +55,7 @@ def run_dense_probe_folds(unet: nn.Module, levels: str, folds: Sequence[tuple[Se
             per_fold = [(f, *voxels_at_ranks(labels_of[name], ranks)) for f, ranks in wanted]
             union, inverse = np.unique(np.concatenate([v for _, v, _ in per_fold]), axis=0, return_inverse=True)
             features = features_at_voxels(lambda x: read_levels(unet, x, levels), data, union, patch_size, device,
-                                          config.tile_step_size)  # (u, Σ c_l)
+                                          config.tile_step_size, precision=config.precision)  # (u, Σ c_l)
             offset = 0
             for f, voxels, y in per_fold:
                 index = torch.from_numpy(inverse.reshape(-1)[offset:offset + len(voxels)])
@@ -78,7 +78,8 @@ def run_dense_probe_folds(unet: nn.Module, levels: str, folds: Sequence[tuple[Se
             per_case = {}
             for case in val:
                 data, seg = case.load()
-                prediction = predict_case(head, data, fit.present, patch_size, device, config.tile_step_size)
+                prediction = predict_case(head, data, fit.present, patch_size, device, config.tile_step_size,
+                                          config.precision)
                 per_case[case.name] = dice_per_class(prediction, probe_labels(seg, ignore_label),
                                                      num_classes).tolist()
             scores = np.array(list(per_case.values()), dtype=np.float64).reshape(len(per_case), num_classes - 1)
