@@ -61,6 +61,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=10, help="held-out pretext on the method's own views every K "
                                                               "epochs (default 10)")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from what exists, run nothing")
+    p.add_argument("--plan", action="store_true", help="print the CPU plan (time per seed; after the pilot, the seeds "
+                                                       "needed for δ = 0.02 within --cpu-cap-hours) and stop")
+    p.add_argument("--cpu-cap-hours", type=float, default=24.0, help="CPU hours the main stage may take beyond the "
+                                                                    "seeds done (default 24)")
     return p.parse_args(argv)
 
 
@@ -80,18 +84,24 @@ def main(argv=None) -> int:
         trainer = trainer_names.pretrainer(method, args.epochs, args.iters, seed)
         return results / trainer_names.run_folder(trainer, "nnsslPretrainPlans", "3d_cpu") / "fold_all"
 
-    from benchmark_report import write_report
+    from benchmark_report import plan_text, write_report
 
     methods = [m for m in ORDER if m in args.methods]
     args.methods = methods
     own = {m: level_set_of_method(m) for m in methods}
 
-    def report() -> None:
-        write_report(work, args, run_dir, own, COMMON_LEVELS)
+    def report() -> dict:
+        return write_report(work, args, run_dir, own, COMMON_LEVELS)
 
-    if args.report_only:
-        report()
+    if args.report_only or args.plan:
+        summary = report()
+        if args.plan:
+            done = len({s for k, v in summary["scores"].items() for s in v})
+            print(plan_text(summary, methods, own, COMMON_LEVELS, done, args.cpu_cap_hours))
         return 0
+    summary = write_report(work, args, run_dir, own, COMMON_LEVELS)
+    print(plan_text(summary, methods, own, COMMON_LEVELS, 0, args.cpu_cap_hours).splitlines()[0], flush=True)
+    print(f"this command: seeds {args.seeds}; every step is kept when done, the same command continues", flush=True)
 
     def timed(name: str, command: list[str], log: Path) -> None:
         """`run`, its wall time recorded in results/steps.json (the CPU plan of later stages reads it)."""

@@ -174,3 +174,59 @@ def plot(path: Path, results: list[dict], args) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# Seconds per step on this 2-core machine, used for the plan until the benchmark has measured its own (steps.json):
+# a 1,000-step 3d_cpu pretraining and an all-fold probe of 30 cases (estimates from the earlier probe study's
+# timings, 3.6 s per MoCo epoch of 25 steps, dense steps ~2.5x, one-fold probes ~1 min for 12 cases).
+ESTIMATES = {"pretrain dense": 900.0, "pretrain moco": 400.0, "probe": 420.0, "common views": 90.0}
+
+
+def step_seconds(steps: dict, kind: str, dense: bool = False) -> tuple[float, bool]:
+    """(seconds per step of `kind`, measured?) from steps.json's entries 'kind ...:init:seed'."""
+    key = {"pretrain": "pretrain"}.get(kind, kind)
+    values = [v for name, v in steps.items() if name.startswith(key) and
+              (kind != "pretrain" or (name.split(":")[0].split(" ", 1)[1] in ("hier", "voxel2vec")) == dense)]
+    if values:
+        return sum(values) / len(values), True
+    return ESTIMATES[f"pretrain {'dense' if dense else 'moco'}" if kind == "pretrain" else kind], False
+
+
+def seed_seconds(steps: dict, methods: list[str], own_levels: dict[str, str], common: str) -> tuple[float, list[str]]:
+    """The CPU time of one seed of the benchmark, and how each part was obtained."""
+    lines, total = [], 0.0
+    probes = len({common, *own_levels.values()}) + sum(len({common, own_levels[m]}) for m in methods)
+    for kind, count, dense in [("pretrain", sum(own_levels[m] != common for m in methods), True),
+                               ("pretrain", sum(own_levels[m] == common for m in methods), False),
+                               ("probe", probes, False), ("common views", len(methods), False)]:
+        if not count:
+            continue
+        seconds, measured = step_seconds(steps, kind, dense)
+        total += count * seconds
+        label = f"{kind}{' (dense)' if kind == 'pretrain' and dense else ' (MoCo family)' if kind == 'pretrain' else ''}"
+        lines.append(f"{count} × {label}: {seconds:.0f} s each ({'measured' if measured else 'estimated'})")
+    return total, lines
+
+
+def plan_text(summary: dict, methods: list[str], own_levels: dict[str, str], common: str, done_seeds: int,
+              cap_hours: float) -> str:
+    """The CPU plan: time per seed, and the seeds the pilot's paired sds ask for δ = DELTA, within the cap."""
+    per_seed, parts = seed_seconds(summary.get("steps", {}), methods, own_levels, common)
+    lines = [f"CPU plan: one seed = {per_seed / 3600:.1f} h on this 2-core machine ({'; '.join(parts)})."]
+    decisive = [r for r in summary.get("comparisons", []) if r["n"] > 1]
+    if not decisive:
+        lines.append(f"No paired sd yet: the pilot (seeds 0-2) comes first ({3 * per_seed / 3600:.1f} h).")
+        return "\n".join(lines)
+    affordable = done_seeds + int(max(0.0, cap_hours * 3600 - 0) // per_seed)
+    for r in decisive:
+        need = r["seeds_for_delta"]
+        lines.append(f"- {r['comparison']}: sd of the paired difference {r['sd']:.4f} over {r['n']} seeds → "
+                     f"{need if need else '> 1000'} seeds for δ = {DELTA}")
+    needs = [r["seeds_for_delta"] or 10 ** 6 for r in decisive]
+    target = max(needs)
+    chosen = min(target, affordable)
+    reached = [detectable_difference(r["sd"], chosen) for r in decisive]
+    lines.append(f"Seeds for every comparison: {target if target < 10 ** 6 else '> 1000'}; a cap of {cap_hours:g} CPU "
+                 f"hours beyond the {done_seeds} seeds done allows {affordable} in all → run {chosen} seeds"
+                 + ("" if chosen >= target else f" (the cap binds: δ reached {max(reached):.4f})") + ".")
+    return "\n".join(lines)
