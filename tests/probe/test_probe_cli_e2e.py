@@ -70,3 +70,29 @@ def test_probe_of_a_run_and_of_random_init_through_the_cli(world, monkeypatch, t
     # --train-cases 2: the first 2 of the seeded permutation of the fold's sorted training cases; same validation
     assert record["train_cases"] == [fold_train[i] for i in np.random.RandomState(0).permutation(len(fold_train))[:2]]
     assert record["val_cases"] == fold_val
+
+
+@pytest.mark.slow
+def test_probe_on_every_fold_gives_each_folds_one_fold_probe(world, tmp_path):
+    """`-f all`: one record per fold of nnU-Net's 5-fold split, each the one-fold probe of that fold (same sampled
+    voxels, Dice within float noise), and their mean."""
+    every = tmp_path / "all.json"
+    world.run("nnssl_probe", "random", "--levels-like", "encoder", "-d", "991", "-c", "3d_cpu", "-f", "all",
+              "-device", "cpu", "--voxels-per-class", "200", "--seed", "2", "-o", str(every))
+    record = json.loads(every.read_text())
+    assert [f["fold"] for f in record["folds"]] == [0, 1, 2, 3, 4]
+    assert sorted(c for f in record["folds"] for c in f["val_cases"]) == sorted(
+        {c for f in record["folds"] for c in f["train_cases"] + f["val_cases"]})  # each case held out once
+    for fold in (0, 3):
+        one = tmp_path / f"fold{fold}.json"
+        world.run("nnssl_probe", "random", "--levels-like", "encoder", "-d", "991", "-c", "3d_cpu", "-f", str(fold),
+                  "-device", "cpu", "--voxels-per-class", "200", "--seed", "2", "-o", str(one))
+        alone, together = json.loads(one.read_text()), record["folds"][fold]
+        assert together["sampled_per_class"] == alone["sampled_per_class"]
+        assert together["val_cases"] == alone["val_cases"]
+        assert together["mean_dice"] == pytest.approx(alone["mean_dice"], abs=2e-3)
+    means = [f["mean_dice"] for f in record["folds"]]
+    assert record["mean_dice_over_folds"] == pytest.approx(sum(means) / len(means))
+    bad = world.run("nnssl_probe", "random", "--levels-like", "encoder", "-d", "991", "-c", "3d_cpu", "-f", "x",
+                    "-device", "cpu", check=False)
+    assert bad.returncode != 0 and "-f all" in bad.stderr and "Traceback" not in bad.stderr
