@@ -71,16 +71,22 @@ def dice_per_organ(summary: Path) -> list[float]:
     return [*per_organ, float(record["foreground_mean"]["Dice"])]
 
 
-def probe_rows(scores: dict[str, list[list[float]]], levels: dict[str, str]) -> list[str]:
-    """Markdown rows of a probe table: `scores[init]` holds one [Dice per organ …, mean] per seed, `levels[init]` the
-    level set it was read at; random init is named `random (<levels>)` and is every other row's reference."""
-    lines = ["| init | levels | seeds | probe mean Dice | vs random init (sd) | " + " | ".join(ORGANS) + " |",
-             "| --- | --- | --- | --- | --- |" + " --- |" * len(ORGANS)]
+def probe_rows(scores: dict[str, list[list[float]]], levels: dict[str, str], folds: str = "fold 0") -> list[str]:
+    """Markdown rows of a probe table: `scores[init]` holds one [Dice per organ …, mean] per seed (seeds in the same
+    order for every init), `levels[init]` the level set it was read at; random init is named `random (<levels>)` and
+    is every other row's reference: the mean paired difference over the seeds with its 95 % interval
+    (nnssl_plugin.paired). `folds` says which folds each seed's score comes from."""
+    from nnssl_plugin.paired import paired
+
+    lines = ["| init | levels | seeds | folds | probe mean Dice | vs random init (paired, 95 % interval) | " +
+             " | ".join(ORGANS) + " |", "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(ORGANS)]
     for init, runs in scores.items():
         means = [run[-1] for run in runs]
         reference = scores.get(f"random ({levels[init]})")
-        sep = "" if init.startswith("random") or not reference or len(runs) < 2 or len(reference) < 2 else \
-            f"{separation(means, [run[-1] for run in reference]):+.1f}"
+        versus = ""
+        if not init.startswith("random") and reference:
+            n = min(len(runs), len(reference))
+            versus = paired(means[:n], [run[-1] for run in reference][:n]).text()
         organs = " | ".join(f"{mean_sd([run[j] for run in runs])[0]:.2f}" for j in range(len(ORGANS)))
-        lines.append(f"| {init} | {levels[init]} | {len(runs)} | {fmt(means)} | {sep} | {organs} |")
+        lines.append(f"| {init} | {levels[init]} | {len(runs)} | {folds} | {fmt(means)} | {versus} | {organs} |")
     return lines

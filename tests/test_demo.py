@@ -7,6 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from conftest import BIN
 
@@ -34,18 +35,25 @@ def test_demo_runs_every_stage_and_prints_the_probe_and_dice_tables(tmp_path):
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in table.splitlines()
             if line.startswith("| ") and not line.startswith(("| init", "| method", "| ---"))]
     probe_rows, train_rows = rows[:2], rows[2:]
+    scores = {}
     # the probe rows: every seed's mean Dice comes from that probe's JSON; the cell is mean ± sample sd (2)
-    for (init, levels, seeds, cell, *_), stem in zip(probe_rows, ("hier", "random_decoder")):
-        assert (levels, seeds) == ("decoder", "2")
+    for (init, levels, seeds, folds, cell, versus, *_), stem in zip(probe_rows, ("hier", "random_decoder")):
+        assert (levels, seeds, folds) == ("decoder", "2", "fold 0")
         means = [json.loads((work / "probe" / f"{stem}_seed{s}.json").read_text())["mean_dice"] for s in (0, 1)]
         assert cell == f"{np.mean(means):.3f} ± {np.std(means, ddof=1):.3f} (2)"
+        scores[init] = means
+    # hier vs random init: the paired difference over the two seeds and its t interval
+    d = np.array(scores["hier"]) - np.array(scores["random (decoder)"])
+    half = stats.t.ppf(0.975, 1) * np.std(d, ddof=1) / np.sqrt(2)
+    assert probe_rows[0][5] == f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
     assert [r[0] for r in probe_rows] == ["hier", "random (decoder)"]
     record = json.loads((work / "probe" / "hier_seed1.json").read_text())
     assert record["file"].endswith("seed1__nnsslPretrainPlans__3d_cpu/fold_all/ssl_weights.pth")
     assert record["voxels_per_class"] == 200 and record["levels"] == "decoder"
-    # one verdict line for hier, either way, and never a claim without 2 sd
+    # one verdict line for hier, either way, and never a claim without an interval above 0
     verdict = next(line for line in table.splitlines() if line.startswith("hier:"))
-    assert ("above random init by" in verdict) != ("not separated from random init" in verdict)
+    assert ("above random init on fold 0" in verdict) != ("not shown above random init" in verdict)
+    assert ("above random init on fold 0" in verdict) == (d.mean() - half > 0)
     assert "ONE seed each" in table
     assert [tuple(r[:2]) for r in train_rows] == [("hier", "linear probe"), ("hier", "fine-tune"),
                                                   ("scratch", "scratch")]

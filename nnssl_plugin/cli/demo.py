@@ -28,7 +28,8 @@ from pathlib import Path
 from nnssl_plugin import trainer_names
 from nnssl_plugin.config import METHODS
 from nnssl_plugin.errors import NnsslError, cli_entry
-from nnssl_plugin.evidence import ORGANS, dice_per_organ, probe_rows, separation
+from nnssl_plugin.evidence import ORGANS, dice_per_organ, probe_rows
+from nnssl_plugin.paired import paired
 from nnssl_plugin.ext_trainers import with_ext_trainer_folder
 from nnssl_plugin.paths import console_script
 
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-STUDY = "docs/RESULTS.md (studies/probe_study.py: 1,000 pretraining steps, 100 unlabelled phantoms, 3 seeds)"
+STUDY = ("docs/RESULTS.md (studies/benchmark.py: 1,000 pretraining steps, 100 unlabelled phantoms, the probe on all 5 "
+         "folds of 30 labelled phantoms, paired seeds)")
 SHORT = {"nnUNetTrainerSSLLinear": "linear probe", "nnUNetTrainerSSLInit": "fine-tune",
          "nnUNetTrainerSSLScratch": "scratch"}
 
@@ -248,23 +250,25 @@ def demo_table(scores: dict[str, list[list[float]]], levels: dict[str, str],
     line per method, then nnU-Net's validation Dice of the proof runs (one seed each)."""
     lines = [f"Dense probe (nnssl_probe) on Dataset991 fold 0 ({args.voxels_per_class} voxels per class), mean Dice "
              f"over the 13 organs; pretraining {args.epochs} x {args.iters} steps on {args.num_unlabelled} phantoms. "
-             "Cells: mean ± sd (seeds); 'vs random init' = (mean − random's mean) / larger sd.", "",
+             "Cells: mean ± sd (seeds); 'vs random init': the mean paired difference over the seeds (same seed, "
+             "fold and voxels) with its 95 % interval.", "",
              *probe_rows(scores, levels), ""]
     for method, runs in scores.items():
         reference = scores.get(f"random ({levels[method]})") if not method.startswith("random") else None
         if reference is None:
             continue
-        means, base = [r[-1] for r in runs], [r[-1] for r in reference]
-        if len(means) < 2 or len(base) < 2:
-            lines.append(f"{method}: one seed, no spread measured: the probe cannot say whether it beats random "
-                         f"init here; see {STUDY}.")
+        n = min(len(runs), len(reference))
+        if n < 2:
+            lines.append(f"{method}: one seed, no interval: the probe cannot say here whether it beats random init; "
+                         f"see {STUDY}.")
             continue
-        sep = separation(means, base)
-        if sep > 2:
-            lines.append(f"{method}: above random init by {sep:+.1f} sd over {len(means)} seeds at this budget.")
+        difference = paired([r[-1] for r in runs][:n], [r[-1] for r in reference][:n])
+        if difference.above:
+            lines.append(f"{method}: above random init on fold 0 at this budget: {difference.text()} over {n} seeds "
+                         f"(95 % interval above 0).")
         else:
-            lines.append(f"{method}: not separated from random init at this budget ({sep:+.1f} sd, {len(means)} "
-                         f"seeds); the study's numbers are in {STUDY}.")
+            lines.append(f"{method}: not shown above random init at this budget ({difference.text()} over {n} seeds: "
+                         f"the 95 % interval reaches 0); the study's numbers are in {STUDY}.")
     lines += ["", f"nnU-Net's validation Dice (summary.json) of the proof runs on {args.labelled_cases} labelled cases, "
               f"{args.ft_epochs} x {args.ft_iters} steps, ONE seed each: proof that nnUNetv2_train runs the trainers, "
               "not a comparison.", "",
