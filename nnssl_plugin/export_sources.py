@@ -85,6 +85,9 @@ def _read_nnssl_checkpoint(payload: dict) -> Source:
 
 
 def _read_own_checkpoint(path, payload: dict) -> Source:
+    """The pretrained tensors of a checkpoint of ours: the U-Net's encoder (and decoder, seg layers excluded) and the
+    whitening its method's family names (`Family.whitening_in_state`)."""
+    from nnssl_plugin.families import family_of_method
     from nnssl_plugin.plans import resolve_configuration
     from nnssl_plugin.trainer_names import method_of
 
@@ -93,19 +96,18 @@ def _read_own_checkpoint(path, payload: dict) -> Source:
         k.startswith("decoder.") and not k.startswith(("decoder.encoder.", "decoder.seg_layers.")))}
     if not any(k.startswith("encoder.") for k in unet):
         raise NnsslError(f"{path} is an nnU-Net checkpoint without pretraining encoder weights")
-    whitening = None
-    if "whitening.w" in weights:
-        whitening = {"mean": weights["whitening.mean"], "w": weights["whitening.w"],
-                     "groups": int(weights["whitening.w"].shape[0]), "eps": None}
+    method = method_of(payload["trainer_name"])
+    family = family_of_method(method) if method else None
     plans, configuration = payload["init_args"]["plans"], payload["init_args"]["configuration"]
-    return Source(method=method_of(payload["trainer_name"]) or payload["trainer_name"], state=unet,
-                  encoder_only=not any(k.startswith("decoder.") for k in unet),
+    return Source(method=method or payload["trainer_name"], state=unet,
+                  encoder_only=(family.pretrained_prefixes == ("encoder",) if family else
+                                not any(k.startswith("decoder.") for k in unet)),
                   architecture=resolve_configuration(plans, configuration)["architecture"], num_input_channels=None,
                   provenance={"source_checkpoint": str(path), "epochs": payload["current_epoch"],
                               "pretraining_plans": plans, "pretraining_configuration": configuration,
                               "recipe": payload.get("nnssl_recipe"),  # None: a checkpoint from before recipes
                               "method_options": payload.get("nnssl_method_options")},
-                  whitening=whitening)
+                  whitening=family.whitening_in_state(weights) if family else None)
 
 
 def pretraining_plans(source: Source) -> tuple[dict | None, str | None]:

@@ -21,6 +21,11 @@ def family_of(config: MethodConfig) -> Family:
     return FAMILIES[config.family]
 
 
+def family_of_method(method: str) -> Family:
+    """The family of a method name (`config.method_config` names the known methods if it is none)."""
+    return family_of(method_config(method))
+
+
 def level_set_of_method(method: str) -> str:
     """The level set a probe of `method`'s exports reads ("encoder" or "decoder", modules/probe_levels.py)."""
-    return family_of(method_config(method)).level_set
+    return family_of_method(method).level_set

@@ -45,33 +45,34 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def write_pretrained_weights(trainer, path: str | Path) -> Path:
-    """Write the file for a finished `nnsslPretrainer` run (see the module docstring)."""
-    network = trainer.ssl_network
-    config = trainer.configuration_manager.configuration
-    whitening = None
-    if network.whitening is not None:
-        w = network.whitening
-        whitening = {"mean": w.mean.detach().cpu().clone(), "w": w.w.detach().cpu().clone(), "groups": w.groups,
-                     "eps": w.eps, "mode": w.mode, "momentum": w.momentum, "batches": int(w.step)}
-    payload = {
+def plans_identity(plans_name: str, dataset_name: str, configuration_name: str, configuration: dict) -> dict:
+    """The plans a run pretrained with, as the file records them: names, the configuration's architecture (and its
+    sha256) and patch size."""
+    return {"plans_name": plans_name, "dataset_name": dataset_name, "configuration": configuration_name,
+            "architecture": configuration["architecture"],
+            "architecture_sha256": architecture_hash(configuration["architecture"]),
+            "patch_size": list(configuration["patch_size"])}
+
+
+def pretrained_payload(network, family, plans: dict, num_input_channels: int, training: dict) -> dict:
+    """The file's content (module docstring) for a pretraining network of `family` (`methods.family.Family`): its
+    pretrained state, the family's prefixes and whitening; `plans` from `plans_identity`; `training`: the run's
+    length, seed, trainer, recipe, method options and skipped steps, as the trainer records them."""
+    return {
         "format": FORMAT,
         "method": network.config.method,
-        "pretrained_prefixes": list(network.pretrained_prefixes),
+        "pretrained_prefixes": list(family.pretrained_prefixes),
         "network_weights": network.pretrained_state(),
-        "whitening": whitening,
-        "plans": {"plans_name": trainer.plans_manager.plans_name, "dataset_name": trainer.plans_manager.dataset_name,
-                  "configuration": trainer.configuration_name, "architecture": config["architecture"],
-                  "architecture_sha256": architecture_hash(config["architecture"]),
-                  "patch_size": list(config["patch_size"])},
-        "num_input_channels": int(trainer.num_input_channels),
-        "training": {"epochs": int(trainer.current_epoch), "iterations_per_epoch": trainer.num_iterations_per_epoch,
-                     "batch_size": int(trainer.batch_size), "seed": trainer.seed,
-                     "trainer": trainer.__class__.__name__, "recipe": trainer.recipe.to_dict(),
-                     "method_options": dict(trainer.method_options),
-                     "nonfinite_steps_skipped": int(trainer.nonfinite_steps)},
+        "whitening": family.exported_whitening(network),
+        "plans": plans,
+        "num_input_channels": int(num_input_channels),
+        "training": training,
         "versions": package_versions(),
     }
+
+
+def write_pretrained_weights(payload: dict, path: str | Path) -> Path:
+    """Write `pretrained_payload(...)` to `path` atomically."""
     path = Path(path)
     atomic_torch_save(payload, path)
     return path

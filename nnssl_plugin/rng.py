@@ -13,12 +13,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from nnssl_plugin.ops.distributed import rank
 
 
 def seed_run(seed: int) -> int:
     """Seed Python, numpy and torch with seed + this process's DDP rank; returns the seed used."""
-    seed = seed + (dist.get_rank() if dist.is_available() and dist.is_initialized() else 0)
+    seed = seed + rank()
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)

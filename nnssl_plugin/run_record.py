@@ -18,6 +18,14 @@ from nnssl_plugin.recipe import Recipe, run_hash
 FILE = "nnssl_run.json"
 
 
+# method options renamed in 0.1 (old -> new): a run recorded under an old name is refused in one line, never translated
+# (the names enter the run name's `_r<hash>`, so a renamed run is another run)
+RENAMED_OPTIONS = {"momentum": "key_momentum", "queue_min_size": "queue_size_floor",
+                   "min_queue_keys": "global_loss_min_keys", "zca": "bottleneck_whitening",
+                   "zca_diagonal": "whitening_per_channel", "zca_eps": "whitening_eps", "zca_mode": "whitening_mode",
+                   "zca_momentum": "whitening_update_weight", "zca_batch_share": "whitening_batch_share",
+                   "zca_min_images_per_channel": "whitening_min_images_per_channel"}
+
 PRECISIONS = ("amp", "bf16")  # amp: nnU-Net's (fp16 autocast + GradScaler on CUDA, none elsewhere)
 
 
@@ -48,11 +56,21 @@ def run_settings(folder: str | Path, family: str, tag: str | None) -> tuple[Reci
     if record is None:
         raise NnsslError(f"the trainer name carries recipe tag r{tag} but {Path(folder) / FILE} is missing; start "
                          f"the run with nnssl_pretrain (it writes the recipe there)")
+    refuse_renamed_options(record.get("method_options", {}), Path(folder) / FILE)
     recipe, options = Recipe.from_dict(record["recipe"]), record.get("method_options", {})
     if run_hash(recipe, options) != tag:
         raise NnsslError(f"{Path(folder) / FILE} holds recipe r{run_hash(recipe, options)}, not the r{tag} of the "
                          f"trainer name; start the run again with nnssl_pretrain and the recipe flags you want")
     return recipe, options
+
+
+def refuse_renamed_options(options: dict, where: str | Path) -> None:
+    """One line naming the fix for method options recorded under names that have changed since (RENAMED_OPTIONS)."""
+    old = [name for name in options if name in RENAMED_OPTIONS]
+    if old:
+        renames = ", ".join(f"{name} -> {RENAMED_OPTIONS[name]}" for name in old)
+        raise NnsslError(f"{where} records method options under names that have changed ({renames}); start the run "
+                         f"again with nnssl_pretrain and the new option names (it gets a new run name)")
 
 
 def check_resumed_recipe(recorded: dict | None, recipe: Recipe, checkpoint: str, recorded_options: dict | None = None,

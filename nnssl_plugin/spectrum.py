@@ -106,5 +106,7 @@ def _label(path: Path) -> str:
     """A short name for a checkpoint: its run folder for files inside fold_all/fold_N, else the file name."""
     path = Path(path)
     if path.parent.name.startswith("fold_"):
-        return path.parent.parent.name.split("__")[0]
+        from nnssl_plugin.trainer_names import trainer_of_run_folder
+
+        return trainer_of_run_folder(path.parent.parent.name)
     return path.stem

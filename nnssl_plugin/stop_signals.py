@@ -15,9 +15,8 @@ import signal
 import threading
 
 import torch
-import torch.distributed as dist
 
-from nnssl_plugin.ops.distributed import is_distributed
+from nnssl_plugin.ops.distributed import all_reduce_max, is_distributed
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGINT") if hasattr(signal, name))
 
@@ -59,7 +58,5 @@ class StopSignals:
         """The signal to stop for (the largest signal number any rank saw under DDP), or None."""
         seen = self.signum or 0
         if is_distributed():
-            flag = torch.tensor([seen], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            seen = int(flag.item())
+            seen = int(all_reduce_max(torch.tensor([seen], device=device)).item())
         return seen or None

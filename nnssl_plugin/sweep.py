@@ -21,6 +21,7 @@ from typing import TextIO
 import numpy as np
 
 from nnssl_plugin.evidence import mean_sd
+from nnssl_plugin.trainer_names import fold_folder, run_folder, run_log
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,11 @@ class Run:
         return ["nnUNetv2_train", dataset, configuration, str(self.fold), "-tr", self.trainer, "-p", self.plans]
 
     def fold_folder(self, results: Path, dataset_name: str, configuration: str) -> Path:
-        return results / dataset_name / f"{self.trainer}__{self.plans}__{configuration}" / f"fold_{self.fold}"
+        return results / dataset_name / run_folder(self.trainer, self.plans, configuration) / fold_folder(self.fold)
 
     def log_path(self, folder: Path, configuration: str) -> Path:
         """This run's log in the sweep's output folder: `logs/<trainer>__<plans>__<configuration>__fold_<f>.log`."""
-        return folder / "logs" / f"{self.trainer}__{self.plans}__{configuration}__fold_{self.fold}.log"
+        return folder / "logs" / run_log(self.trainer, self.plans, configuration, self.fold)
 
 
 def run_logged(argv: list[str], env: dict[str, str], log_path: Path, echo: TextIO | None = None

@@ -7,7 +7,7 @@ everything else that reads or builds a name calls this module.
 
 `_r<hash>`: 8 hex digits of a non-default pretraining recipe and method options (`nnssl_plugin.recipe`); `_noTTA`:
 the final validation without test-time mirroring. A run's folder is `<trainer>__<plans>__<configuration>`
-(nnU-Net's). The core never imports the trainers, so the downstream bases are named here, not looked up.
+(nnU-Net's), its fold folder `fold_<f>` (`fold_all` for pretraining). The core never imports the trainers, so the downstream bases are named here, not looked up.
 """
 from __future__ import annotations
 
@@ -87,6 +87,24 @@ def method_of(name: str) -> str | None:
 def run_folder(trainer: str, plans: str, configuration: str) -> str:
     """nnU-Net's results folder name of a run (the fold folder lies inside it)."""
     return f"{trainer}__{plans}__{configuration}"
+
+
+def trainer_of_run_folder(folder_name: str) -> str:
+    """The trainer part of a `run_folder` name (the name itself when it is no run folder)."""
+    return folder_name.split("__")[0]
+
+
+def fold_folder(fold: int | str) -> str:
+    """nnU-Net's fold folder inside a run folder: `fold_<f>` (pretraining runs: `fold_all`)."""
+    return f"fold_{fold}"
+
+
+PRETRAINING_FOLD = fold_folder("all")
+
+
+def run_log(trainer: str, plans: str, configuration: str, fold: int | str) -> str:
+    """The log file name of one nnU-Net training in a sweep: `<run folder>__fold_<f>.log`."""
+    return f"{run_folder(trainer, plans, configuration)}__{fold_folder(fold)}.log"
 
 
 def is_pretraining_run_of(folder_name: str, method: str, configuration: str) -> bool:

@@ -40,8 +40,9 @@ from nnssl_plugin.export_lookup import export_command, plans_with_export, select
 from nnssl_plugin.modules.probe import LinearProbeNetwork
 from nnssl_plugin.modules.probe_levels import attach_exported_whitening, level_set_for
 from nnssl_plugin.paths import preprocessed_folder
-from nnssl_plugin.schedules import WarmupPolyLRScheduler
 from nnssl_plugin.rng import seed_run
+from nnssl_plugin.schedules import WarmupPolyLRScheduler
+from nnssl_plugin.trainer_names import run_folder
 from nnssl_plugin.trainer_plumbing import restore_nnunet_state, unwrap
 
 
@@ -225,8 +226,8 @@ class nnUNetTrainerSSLInit(SSLDownstreamTrainer):
         results = os.environ.get("nnUNet_results")
         if not resuming or not results:
             return None
-        path = (Path(results) / plans["dataset_name"] / f"{cls.__name__}__{plans['plans_name']}__{configuration}"
-                / "plans.json")
+        path = Path(results) / plans["dataset_name"] / run_folder(cls.__name__, plans["plans_name"], configuration) / \
+            "plans.json"
         try:
             return json.loads(path.read_text()).get("pretrain_info")
         except (OSError, ValueError):

@@ -42,7 +42,7 @@ from nnssl_plugin.ops.rank import effective_rank, singular_spectrum
 from nnssl_plugin.plots import plot_spectrum
 from nnssl_plugin.run_record import check_resumed_recipe, read_run_record, run_settings, write_run_record
 from nnssl_plugin.schedules import StepwiseLRScheduler
-from nnssl_plugin.pretrained import WEIGHTS_FILE, write_pretrained_weights
+from nnssl_plugin.pretrained import WEIGHTS_FILE, plans_identity, pretrained_payload, write_pretrained_weights
 from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
 from nnssl_plugin.io_utils import atomic_write_json
 from nnssl_plugin.memory import peak_memory_line
@@ -365,7 +365,8 @@ class nnsslPretrainer(nnUNetTrainer):
         log_heldout(self.logger, self.current_epoch, values)
         probe = None
         if self.online_probe is not None and self.online_probe.due(self.current_epoch, self.num_epochs):
-            probe = self.online_probe.evaluate(self, self.current_epoch)
+            probe = self.online_probe.evaluate(self.pretrained_payload(), str(self.output_folder),
+                                               type(self).__name__, self.current_epoch, self.device)
             self.print_to_log_file(self.online_probe.summary(probe))
         log_probe(self.logger, self.current_epoch, probe)
         if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
@@ -383,8 +384,18 @@ class nnsslPretrainer(nnUNetTrainer):
         if self.local_rank != 0:
             return
         self._write_spectrum()
-        path = write_pretrained_weights(self, os.path.join(self.output_folder, WEIGHTS_FILE))
+        path = write_pretrained_weights(self.pretrained_payload(), os.path.join(self.output_folder, WEIGHTS_FILE))
         self.print_to_log_file(f"pretrained weights written to {path}")
+
+    def pretrained_payload(self) -> dict:
+        """The pretrained-weights file's content for the current weights (nnssl_plugin.pretrained)."""
+        plans = plans_identity(self.plans_manager.plans_name, self.plans_manager.dataset_name,
+                               self.configuration_name, self.configuration_manager.configuration)
+        training = {"epochs": int(self.current_epoch), "iterations_per_epoch": self.num_iterations_per_epoch,
+                    "batch_size": int(self.batch_size), "seed": self.seed, "trainer": type(self).__name__,
+                    "recipe": self.recipe.to_dict(), "method_options": dict(self.method_options),
+                    "nonfinite_steps_skipped": int(self.nonfinite_steps)}
+        return pretrained_payload(self.ssl_network, self.family, plans, self.num_input_channels, training)
 
     def _write_spectrum(self) -> None:
         if not self._last_val_embeddings:

@@ -415,7 +415,7 @@ def case_other_package_versions(ctx):
     trainer = registry.trainer_class("nnsslPretrainer_moco_1epochs_1iters")(
         {**plans, "continue_training": False}, "3d_cpu", "all", dataset_json, torch.device("cpu"))
     trainer.initialize()
-    path = write_pretrained_weights(trainer, ctx.tmp / "old_versions.pth")
+    path = write_pretrained_weights(trainer.pretrained_payload(), ctx.tmp / "old_versions.pth")
     payload = torch.load(path, weights_only=True)
     payload["versions"].update(nnunetv2="2.5.0", torch="2.0.0")
     torch.save(payload, path)

@@ -98,3 +98,12 @@ def test_no_file_outside_a_family_folder_names_a_familys_loss_terms_or_batch_key
         text = path.read_text()
         found = sorted(name for name in owned if f'"{name}"' in text or f"'{name}'" in text)
         assert not found, f"{rel(path)} names {found}"
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=rel)
+def test_only_the_ddp_helpers_import_torch_distributed(path):
+    """One home for the DDP helpers: everything else calls nnssl_plugin.ops.distributed."""
+    if rel(path) == "nnssl_plugin/ops/distributed.py":
+        return
+    bad = sorted(n for n in imports(path) if n == "torch.distributed" or n.startswith("torch.distributed."))
+    assert not bad, f"{rel(path)} imports {bad}"

@@ -9,6 +9,8 @@ import torch
 from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.config import default_recipe
 from nnssl_plugin.recipe import NNUNET, Recipe, build_recipe as _build, run_hash, run_tag as _tag
+from nnssl_plugin.run_record import RENAMED_OPTIONS, check_resumed_recipe, run_settings, write_run_record
+from nnssl_plugin.schedules import StepwiseLRScheduler, recipe_lr
 
 
 def build_recipe(family, *args, **kwargs):
@@ -17,8 +19,6 @@ def build_recipe(family, *args, **kwargs):
 
 def run_tag(recipe, family, options=None):
     return _tag(recipe, default_recipe(family), options)
-from nnssl_plugin.run_record import check_resumed_recipe, run_settings, write_run_record
-from nnssl_plugin.schedules import StepwiseLRScheduler, recipe_lr
 
 
 def test_default_recipe_has_no_tag_and_any_change_has_one():
@@ -126,3 +126,24 @@ def test_the_run_record_keeps_the_checkpoint_interval_and_refuses_zero(tmp_path)
     assert json.loads((tmp_path / "nnssl_run.json").read_text())["save_every"] == 1
     with pytest.raises(ValueError, match="save_every must be at least 1"):
         write_run_record(tmp_path, default_recipe("hier"), None, None, "amp", 0)
+
+
+def test_a_run_recorded_under_old_option_names_is_refused_in_one_line_naming_the_new_ones(tmp_path):
+    """A fold folder whose nnssl_run.json records moco_zca's options as the plugin named them before the rename
+    (zca_diagonal, zca_momentum): the trainer name's tag matches the record, and the run is still refused."""
+    recipe, old = default_recipe("moco"), {"zca_diagonal": True, "zca_momentum": 0.02}
+    write_run_record(tmp_path, recipe, None, old)
+    with pytest.raises(NnsslError) as refused:
+        run_settings(tmp_path, "moco", run_hash(recipe, old))
+    line = str(refused.value)
+    assert "\n" not in line and "zca_diagonal -> whitening_per_channel" in line and \
+        "zca_momentum -> whitening_update_weight" in line and "start the run again with nnssl_pretrain" in line
+
+
+def test_every_renamed_option_is_gone_and_its_new_name_is_an_option():
+    from dataclasses import fields
+
+    from nnssl_plugin.methods.moco.config import MocoConfig
+
+    names = {f.name for f in fields(MocoConfig)}
+    assert not set(RENAMED_OPTIONS) & names and set(RENAMED_OPTIONS.values()) <= names

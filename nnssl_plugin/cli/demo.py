@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                  logs / f"pretrain_{method}_seed{seed}.log")
             trainer = trainer_names.pretrainer(method, args.epochs, args.iters, seed)
             runs[method, seed] = (results / "Dataset990_PhantomUnlabelled" /
-                                  trainer_names.run_folder(trainer, "nnsslPretrainPlans", "3d_cpu") / "fold_all")
+                                  trainer_names.run_folder(trainer, "nnsslPretrainPlans", "3d_cpu") /
+                                  trainer_names.PRETRAINING_FOLD)
             print(f"  seed {seed}: {_last_epoch_line(runs[method, seed])}")
         print(f"  plots: {runs[method, seeds[0]] / 'progress.png'}, {runs[method, seeds[0]] / 'spectrum.png'}")
 
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         _run(["nnUNetv2_train", "991", "3d_cpu", str(fold["fold"]), "-tr", name, "-p", plans, "-device", args.device],
              logs / f"train_{name}_{plans}.log")
         summary = (results / "Dataset991_PhantomBTCV" / trainer_names.run_folder(name, plans, "3d_cpu") /
-                   f"fold_{fold['fold']}" /
+                   trainer_names.fold_folder(fold['fold']) /
                    "validation" / "summary.json")
         trained[method, trainer] = dice_per_organ(summary)
     stages.next()

@@ -31,11 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def find_runs(results: Path, method: str, configuration: str) -> list[Path]:
     """Run folders of `method` (and only that method: moco does not match moco_zca) for `configuration`."""
-    from nnssl_plugin.trainer_names import is_pretraining_run_of
+    from nnssl_plugin.trainer_names import PRETRAINING_FOLD, is_pretraining_run_of
 
     if not results.is_dir():
         return []
-    return sorted(p / "fold_all" for p in results.iterdir()
+    return sorted(p / PRETRAINING_FOLD for p in results.iterdir()
                   if p.is_dir() and is_pretraining_run_of(p.name, method, configuration))
 
 

@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     from nnssl_plugin.run_record import write_run_record
     from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, writable_folder
     from nnssl_plugin.plans import load_plans, resolve_configuration
-    from nnssl_plugin.trainer_names import pretrainer as trainer_name, run_folder
+    from nnssl_plugin.trainer_names import PRETRAINING_FOLD, run_folder
+    from nnssl_plugin.trainer_names import pretrainer as trainer_name
 
     for value, flag in ((args.epochs, "--epochs"), (args.iters, "--iters"), (args.eval_every, "--eval-every"),
                         (args.save_every, "--save-every")):
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = trainer_name(args.m, args.epochs, args.iters, args.seed, run_tag(recipe, default_recipe(family), options))
     results = writable_folder("nnUNet_results")  # unset or not writable: one line here, before any training
     os.environ["nnUNet_extTrainer"] = with_ext_trainer_folder(os.environ.get("nnUNet_extTrainer"))
-    output = results / name / run_folder(trainer, args.p, args.configuration) / "fold_all"
+    output = results / name / run_folder(trainer, args.p, args.configuration) / PRETRAINING_FOLD
     write_run_record(output, recipe, heldout, options, "bf16" if args.bf16 else "amp", args.save_every)
     checkpoints = ("checkpoint_latest.pth", "checkpoint_final.pth")
     if args.continue_training and not any((output / f).is_file() for f in checkpoints):

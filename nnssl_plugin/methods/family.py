@@ -21,7 +21,9 @@ class Family:
     loss_batches, precision) -> the held-out values; heldout_negatives(crops) -> what one held-out query is scored
     against, for the log; recipe: the default optimiser recipe; loss_terms: the keys of `StepOutput["terms"]` it
     may return (each logged per epoch and drawn in progress.png); batch_keys: the loader's tensors its forward takes
-    on the device; geometry_keys: the loader's entries its forward takes on the CPU."""
+    on the device; geometry_keys: the loader's entries its forward takes on the CPU; whitening: the name of the
+    network's bottleneck whitening (a `RunningWhitening` attribute, its state-dict prefix too) that the
+    pretrained-weights file and the export carry, or None when the family has none."""
     name: str
     network: type[PretrainingNetwork]
     views: Callable[..., dict]
@@ -31,9 +33,27 @@ class Family:
     loss_terms: tuple[str, ...]
     batch_keys: tuple[str, ...]
     geometry_keys: tuple[str, ...] = ()
+    whitening: str | None = None
+
+    @property
+    def pretrained_prefixes(self) -> tuple[str, ...]:
+        """The state-dict prefixes of the planned U-Net that its pretraining provides (the network class's)."""
+        return self.network.pretrained_prefixes
+
+    def exported_whitening(self, network) -> dict | None:
+        """The whitening `network` (this family's) carries into the pretrained-weights file, or None."""
+        module = getattr(network, self.whitening) if self.whitening else None
+        return module.exported() if module is not None else None
+
+    def whitening_in_state(self, state: dict) -> dict | None:
+        """The same, read from a checkpoint's network state (eps and mode are not in it: None)."""
+        if not self.whitening or f"{self.whitening}.w" not in state:
+            return None
+        w = state[f"{self.whitening}.w"]
+        return {"mean": state[f"{self.whitening}.mean"], "w": w, "groups": int(w.shape[0]), "eps": None}
 
     @property
     def level_set(self) -> str:
         """The level set a probe of this family's exports reads ("encoder" or "decoder", modules/probe_levels.py):
         from the state-dict prefixes its network pretrains."""
-        return level_set_for(self.network.pretrained_prefixes)
+        return level_set_for(self.pretrained_prefixes)

@@ -6,7 +6,7 @@ with `from_plan(unet, config, plan)` from what nnU-Net planned (`PlanContext`), 
 (`forward(**batch) -> StepOutput`), runs `after_step(out)` after the optimiser step (stateful bookkeeping such as a
 momentum encoder and a key queue, outside any compiled graph), may `compile_encoder()` (torch.compile of the U-Net
 pass only, state-dict keys unchanged) and at the end writes `pretrained_state()` (keyed as in the planned U-Net, only
-under `pretrained_prefixes`) with `whitening` (a bottleneck whitening the export carries, or None).
+under `pretrained_prefixes`); a bottleneck whitening the export carries is named by the family (`Family.whitening`).
 
 `MocoNetwork` (methods/moco/network.py) and `HierNetwork` (methods/hier/network.py) are the two implementations; each
 family's `Family` object names its own. tests/test_families.py checks that both satisfy this contract.
@@ -57,7 +57,6 @@ class PretrainingNetwork(Protocol):
     sample_unit: ClassVar[str]
     config: Any
     encoder: nn.Module
-    whitening: nn.Module | None
 
     @classmethod
     def from_plan(cls, unet: nn.Module, config: Any, plan: PlanContext) -> "PretrainingNetwork": ...

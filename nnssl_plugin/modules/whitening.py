@@ -139,6 +139,12 @@ class RunningWhitening(FrozenWhitening):
         self.update(x)
         return mean, w
 
+    def exported(self) -> dict:
+        """What the pretrained-weights file and the export carry of it: mean (g, c/g), w (g, c/g, c/g) (CPU
+        copies), groups, eps, mode, momentum (`whitening_update_weight`) and the batches behind the estimate."""
+        return {"mean": self.mean.detach().cpu().clone(), "w": self.w.detach().cpu().clone(), "groups": self.groups,
+                "eps": self.eps, "mode": self.mode, "momentum": self.momentum, "batches": int(self.step)}
+
     def forward(self, x: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Whitened x with `stats` (mean, W) if given, else with `statistics(x)` (which updates in training)."""
         mean, w = self.statistics(x) if stats is None else stats

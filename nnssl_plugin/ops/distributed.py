@@ -1,6 +1,7 @@
-"""The one home of the DDP helpers: whether a process group runs, its size and this rank, gathering without gradient
-(`gather_from_all_ranks`: MoCo's `concat_all_gather`, for the queue and the running whitening), summing
-(`all_reduce_sum`), and gathering with the gradient kept (for losses whose negatives span the global batch).
+"""The one home of the DDP helpers (nothing else imports torch.distributed): whether a process group runs, its size
+and this rank, gathering without gradient (`gather_from_all_ranks`: MoCo's `concat_all_gather`, for the queue and the
+running whitening), sum and maximum over the ranks (`all_reduce_sum`, `all_reduce_max`), and gathering with the
+gradient kept (for losses whose negatives span the global batch).
 
 `gather_with_grad` concatenates a (k_r, d) tensor of every rank in rank order; ranks may hold different k_r (the
 voxel sampler returns fewer voxels for small overlaps), so rows are padded to the largest k for the collective and
@@ -44,6 +45,13 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     """`x` summed element-wise over the ranks (in place); `x` itself if not distributed."""
     if is_distributed():
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def all_reduce_max(x: torch.Tensor) -> torch.Tensor:
+    """`x`'s element-wise maximum over the ranks (in place); `x` itself if not distributed."""
+    if is_distributed():
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
     return x
 
 

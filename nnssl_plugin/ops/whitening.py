@@ -89,20 +89,3 @@ def zca_matrix(x: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.
         raise ValueError(f"zca_matrix expects x of shape (n, c), got {tuple(x.shape)}")
     mean, cov = batch_moments(x.unsqueeze(1))  # (1, c), (1, c, c)
     return zca_from_covariance(cov[0], eps), mean[0]
-
-
-def zca_whiten(x: torch.Tensor, eps: float = 1e-5, groups: int = 1) -> torch.Tensor:
-    """Whitened `x` (n, c) in fp32/fp64: channels split into `groups` equal groups, each whitened on its own."""
-    n, c = x.shape
-    if c % groups:
-        raise ValueError(f"{c} channels cannot be split into {groups} whitening groups; choose a divisor of {c}")
-    per_group = c // groups
-    if n <= per_group:
-        raise ValueError(f"whitening {per_group} channels per group needs more than {per_group} samples, got {n}; "
-                         f"use a larger batch/patch or more groups")
-    out = []
-    for chunk in x.split(per_group, dim=1):  # (n, c/groups) each
-        w, mean = zca_matrix(chunk, eps)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            out.append((chunk.to(w.dtype) - mean) @ w)
-    return torch.cat(out, dim=1)

@@ -34,15 +34,10 @@ from nnssl_plugin.probe.sliding import features_at_voxels, sliding_window_logits
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    voxels_per_class: int = 2000  # ~28k samples for 14 classes, a fit in seconds; 1000 lost 0.01 mean Dice (phantom)
-    # on standardised features; also bounds the logits. Phantom, 3d_cpu, fold 0, 2000 voxels per class, mean Dice of a
-    # 20-step hier run / random decoder levels: 0.177 / 0.114 at 1e-2, 0.173 / 0.104 at 1e-3, 0.155 / 0.090 at 1e-4,
-    # in 101 / 159 / 262 L-BFGS iterations
-    weight_decay: float = 1e-2
+    voxels_per_class: int = 2000  # ~28k samples for 14 classes, a fit in seconds; fewer lose Dice (docs/RESULTS.md)
+    weight_decay: float = 1e-2  # on standardised features, bounds the logits; the best of 1e-2..1e-4 (docs/RESULTS.md)
     max_iterations: int = 1000  # L-BFGS iterations; the phantom's fits converge in far fewer
-    # convergence: max |gradient| (fp64). Phantom, weight decay 1e-3: the argmax agrees with a 1e-6 fit's on 99.996 %
-    # of the training voxels (weights within 0.2 %), in 2/3 of its iterations
-    tolerance: float = 1e-5
+    tolerance: float = 1e-5  # max |gradient| (fp64); the argmax as a 1e-6 fit's at 2/3 of its cost (docs/RESULTS.md)
     tile_step_size: float = 0.5  # nnU-Net's predictor default
     seed: int = 0  # the voxel draw; everything else is deterministic
     precision: str = "amp"  # the autocast of every forward (nnssl_plugin.precision); the pretraining run's in --probe-every

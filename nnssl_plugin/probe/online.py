@@ -152,24 +152,24 @@ class OnlineProbe:
         self.random_dice = result.mean_dice
         return result.mean_dice, seconds
 
-    def evaluate(self, trainer, epoch: int) -> ProbeValues:
-        """Probe `trainer`'s current weights (an nnsslPretrainer) after epoch `epoch`; write the record."""
+    def evaluate(self, payload: dict, run: str, trainer_name: str, epoch: int, device: torch.device) -> ProbeValues:
+        """Probe the run's current weights after epoch `epoch` (`payload`: the pretrained-weights file's content,
+        `nnssl_plugin.pretrained.pretrained_payload`; `run`: its folder; `trainer_name`: its trainer class); write
+        the record."""
         if self.random_dice is None:
             raise RuntimeError("OnlineProbe.start() must run before evaluate()")
         start = time.perf_counter()
-        device = trainer.device
         t = self.target
         with tempfile.TemporaryDirectory(prefix="nnssl_online_probe_") as tmp, isolated(self.seed):
-            path = write_pretrained_weights(trainer, Path(tmp) / WEIGHTS_FILE)
+            path = write_pretrained_weights(payload, Path(tmp) / WEIGHTS_FILE)
             source = load_frozen_source(str(path), t.folder, t.plans, t.configuration, t.dataset_json,
                                         t.num_input_channels, None, self.seed)
             result = self._probe(source, device)
         seconds = time.perf_counter() - start
-        run = str(trainer.output_folder)
         source.description = source.description.replace(str(path), f"{run} (weights after epoch {epoch})")
         source.file = None  # the temporary file is gone
         record = self._record(run, source, result, None, device,
-                              {"epoch": epoch, "epochs_trained": epoch + 1, "trainer": type(trainer).__name__,
+                              {"epoch": epoch, "epochs_trained": epoch + 1, "trainer": trainer_name,
                                "random_init_mean_dice": _number(self.random_dice), "seconds": round(seconds, 3)})
         out = self.folder / epoch_file(epoch)
         atomic_write_json(out, record)

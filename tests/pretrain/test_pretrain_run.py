@@ -57,8 +57,9 @@ def test_short_dense_runs_write_the_same_outputs_and_export_encoder_and_decoder(
     for name in ("checkpoint_final.pth", "progress.png", "spectrum.png", "ssl_weights.pth"):
         assert (fold / name).is_file(), name
     log = torch.load(fold / "checkpoint_final.pth", weights_only=True)["logging"]
-    for key in ("loss_global", "loss_local", "loss_voxel", "loss_restore"):
+    for key in ("loss_voxel", "loss_restore"):  # the family's terms (Family.loss_terms); another family's: not logged
         assert all((v is not None and math.isfinite(v)) == (key in terms) for v in log[key]), key
+    assert "loss_global" not in log and "loss_local" not in log
     levels = {"level 0 (bottleneck)", "level 4 (decoder 4)", "concatenated"}
     assert all(levels <= set(e) and all(math.isfinite(r) and r > 0 for r in e.values()) for e in log["erank"])
     log_text = next(fold.glob("training_log_*.txt")).read_text()

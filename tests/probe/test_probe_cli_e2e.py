@@ -30,7 +30,7 @@ def _run_folder(world, monkeypatch, folder):
     trainer = trainer_class("nnsslPretrainer_moco_zca_1epochs_1iters")(
         {**plans, "continue_training": False}, "3d_cpu", "all", dataset_json, torch.device("cpu"))
     trainer.initialize()
-    write_pretrained_weights(trainer, folder / "fold_all" / "ssl_weights.pth")
+    write_pretrained_weights(trainer.pretrained_payload(), folder / "fold_all" / "ssl_weights.pth")
     return folder
 
 

@@ -69,7 +69,6 @@ class HierNetwork(nn.Module):
             # derived from the plans at every build: follow the module's device, stay out of the checkpoint
             self.register_buffer("unit_lo", lo, persistent=False)  # (c_in,)
             self.register_buffer("unit_hi", hi, persistent=False)  # (c_in,)
-        self.whitening = None  # no whitening in this family (the export reads the attribute)
 
     @classmethod
     def from_plan(cls, unet: nn.Module, config: HierConfig, plan: PlanContext) -> HierNetwork:

@@ -16,4 +16,5 @@ FAMILY = Family(
     loss_terms=("loss_global", "loss_local"),  # InfoNCE vs the queue; moco_zca's region InfoNCE (weighted)
     batch_keys=("view1", "view2", "case_ids"),  # case ids mask same-case queue keys
     geometry_keys=GEOMETRY_KEYS,  # the local loss aligns regions of the two views in case coordinates
+    whitening="whitening",  # MocoNetwork.whitening: per channel (moco) or ZCA per group (moco_zca), or None
 )

@@ -2,10 +2,11 @@
 moco_zca: Hassanpour et al., ISBI 2024, arXiv 2402.14611) for the held-out hook (`nnssl_plugin.heldout`): every
 held-out query against all M held-out keys (`pair_embeddings`),
 
-    L = −(1/M) Σ_i log( exp(q_i·k_i / τ) / Σ_j exp(q_i·k_j / τ) ),  top-1 = (1/M) Σ_i [argmax_j q_i·k_j = i]
+    L = −(1/M) Σ_i log( exp(q_i·k_i / τ) / Σ_j exp(q_i·k_j / τ) ),  top-1 = (1/M) Σ_i [q_i·k_i > max_{j≠i} q_i·k_j]
 
-i.e. M − 1 negatives per query (the keys of the other held-out crops), chance 1 / M; and the effective rank (RankMe:
-Garrido et al. 2023, arXiv 2210.02885) of view 1's pooled raw (and whitened) bottleneck.
+i.e. M − 1 negatives per query (the keys of the other held-out crops), chance 1 / M: the training loss
+(`nnssl_plugin.losses.moco`) with the held-out keys as its queue and each query's own key masked; and the effective
+rank (RankMe: Garrido et al. 2023, arXiv 2210.02885) of view 1's pooled raw (and whitened) bottleneck.
 
 Shapes: q, k (M, d) unit vectors; pooled bottlenecks (M, c); a batch as `TwoViewDataLoader` returns it.
 """
@@ -14,11 +15,11 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.heldout import evaluating
+from nnssl_plugin.losses.moco import infonce_from_logits, moco_logits, top1_accuracy
 from nnssl_plugin.ops.distributed import gather_with_grad
 from nnssl_plugin.ops.rank import effective_rank
 from nnssl_plugin.precision import autocast
@@ -48,20 +49,17 @@ def evaluate_moco(network: nn.Module, batches: Iterable[dict], device: torch.dev
                     values.append(out[name].float() if name != "case" else out[name])
     joined = {name: gather_with_grad(torch.cat(values))[0] for name, values in parts.items() if values}
     q, k = joined["q"], joined["k"]  # (M, d) each
-    logits = q @ k.T / network.config.temperature  # (M, M), positives on the diagonal
     m = q.shape[0]
-    target = torch.arange(m, device=q.device)
-    if "case" in joined:  # other crops of the query's case are not negatives (as in training's queue)
+    usable = ~torch.eye(m, dtype=torch.bool, device=q.device)  # (M, M): every other crop's key is a negative ...
+    if "case" in joined:  # ... except the other crops of the query's case (as training masks its queue)
         case = joined["case"][:, 0]  # (M,)
-        same = (case[:, None] == case[None, :]) & ~torch.eye(m, dtype=torch.bool, device=q.device)  # (M, M)
-        logits = logits.masked_fill(same, float("-inf"))
-        negatives = (~same).sum(dim=1).double() - 1  # (M,) valid negatives per query
-    else:
-        negatives = torch.full((m,), float(m - 1), dtype=torch.float64, device=q.device)
+        usable &= case[:, None] != case[None, :]
+    # the training loss with the held-out keys as its queue: (M, 1 + M), positive in column 0, own key masked
+    logits = moco_logits(q, k, k, network.config.temperature, usable)
+    negatives = usable.sum(dim=1).double()  # (M,) valid negatives per query
     erank = {"raw bottleneck": effective_rank(joined["raw"])}
     if "whitened" in joined:
         erank["whitened bottleneck"] = effective_rank(joined["whitened"])
-    return {"loss": float(F.cross_entropy(logits, target)),
-            "top1": float((logits.argmax(dim=1) == target).double().mean()),
+    return {"loss": float(infonce_from_logits(logits)), "top1": top1_accuracy(logits),
             "chance": float((1.0 / (negatives + 1)).mean()), "negatives": float(negatives.mean()), "crops": m,
             "erank": erank}
