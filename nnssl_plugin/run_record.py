@@ -21,15 +21,24 @@ PRECISIONS = ("amp", "bf16")  # amp: nnU-Net's (fp16 autocast + GradScaler on CU
 
 
 def write_run_record(folder: str | Path, recipe: Recipe, heldout: dict | None, options: dict | None = None,
-                     precision: str = "amp", save_every: int = 1) -> Path:
+                     precision: str = "amp", save_every: int = 1, session: dict | None = None) -> Path:
+    """Write the record. `session` (what `nnssl_pretrain` passes: whether it continued, with its precision and
+    checkpoint interval) is appended to the record's `sessions` list on `--c` and starts it anew otherwise, so a
+    run resumed with another `--bf16` / `--save-every` keeps each part's settings; the top-level `precision` and
+    `save_every` are the current ones (what the trainer uses). Without `session` the list is kept as it is."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
     if save_every < 1:
         raise ValueError(f"save_every must be at least 1, got {save_every}")
     path = Path(folder) / FILE
+    previous = read_run_record(folder) if path.is_file() else None
+    sessions = list((previous or {}).get("sessions") or [])
+    if session is not None:
+        entry = {**session, "precision": precision, "save_every": int(save_every)}
+        sessions = [*sessions, entry] if session.get("continued") else [entry]
     atomic_write_json(path, {"recipe": recipe.to_dict(), "method_options": dict(options or {}),
                              "hash": run_hash(recipe, options), "heldout": heldout, "precision": precision,
-                             "save_every": int(save_every)})
+                             "save_every": int(save_every), "sessions": sessions})
     return path
 
 

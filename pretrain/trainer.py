@@ -33,6 +33,7 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from torch import autocast
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from nnssl_plugin import run_lock
 from nnssl_plugin.checkpoints import load_checkpoint_file, rng_state, save_checkpoint_file, set_rng_state
 from nnssl_plugin.config import MethodConfig, with_options
 from nnssl_plugin.data.two_view import GEOMETRY_KEYS, TwoViewDataLoader
@@ -49,6 +50,7 @@ from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
 from nnssl_plugin.io_utils import atomic_write_json
 from nnssl_plugin.memory import peak_memory_line
 from nnssl_plugin.stop_signals import StopSignals, StopTraining
+from nnssl_plugin.worker_death import arm_workers_of
 from nnssl_plugin.trainer_plumbing import restore_nnunet_state, seed_run, unwrap
 from nnssl_plugin.probe.online import OnlineProbe
 from nnssl_plugin.ssl_logging import LOSS_TERMS, SSLLocalLogger, log_heldout, log_probe
@@ -179,6 +181,8 @@ class nnsslPretrainer(nnUNetTrainer):
         if processes == 0:
             augmenters = [SingleThreadedAugmenter(dl, None) for dl in loaders]
         else:
+            for dl in loaders:  # a SIGKILLed run (OOM killer) leaves no orphaned worker
+                arm_workers_of(dl)
             augmenters = [NonDetMultiThreadedAugmenter(data_loader=dl, transform=None, num_processes=n,
                                                        num_cached=max(3, n), seeds=None,
                                                        pin_memory=self.device.type == "cuda", wait_time=0.002)
@@ -380,6 +384,7 @@ class nnsslPretrainer(nnUNetTrainer):
             self._latest_epoch = self.current_epoch
         if self.local_rank == 0:
             self.logger.plot_progress_png(self.output_folder)
+            run_lock.heartbeat(self.output_folder, duration)  # the run folder's lock says when it last wrote
         self.current_epoch += 1
 
     def on_epoch_start(self):

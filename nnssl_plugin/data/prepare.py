@@ -21,6 +21,7 @@ import numpy as np
 
 from nnssl_plugin.data.jobs import WorkerDied, run_jobs
 from nnssl_plugin.errors import NnsslError
+from nnssl_plugin.disk_space import full_disk_is_one_line
 from nnssl_plugin.io_utils import atomic_write_json, load_json, publish_folder
 from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, raw_folder
 from nnssl_plugin.plans import load_plans, plans_for_dataset, plans_path, resolve_configuration
@@ -99,8 +100,9 @@ def _preprocess_case(identifier: str, image_files: list[str], out_stem: str, pla
     patch = tuple(configuration_manager.patch_size)
     blocks, chunks = comp_blosc2_params(data.shape, patch, data.itemsize)
     blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, patch, seg.itemsize)
-    nnUNetDatasetBlosc2.save_case(data, seg, properties, out_stem, chunks=chunks, blocks=blocks,
-                                  chunks_seg=chunks_seg, blocks_seg=blocks_seg)
+    with full_disk_is_one_line(out_stem + ".b2nd", needed=data.nbytes + seg.nbytes):  # blosc2 keeps no errno
+        nnUNetDatasetBlosc2.save_case(data, seg, properties, out_stem, chunks=chunks, blocks=blocks,
+                                      chunks_seg=chunks_seg, blocks_seg=blocks_seg)
     backward = plans_manager.transpose_backward
     shape_after_crop = [int(s) for s in properties["shape_after_cropping_and_before_resampling"]]
     fingerprint = {
