@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import ast
 import errno
+import io
 import json
 import re
 import shlex
@@ -426,10 +427,23 @@ def case_other_package_versions(ctx):
 
 @case("disk-full-export")
 def case_disk_full_export(ctx):
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    from nnssl_plugin import io_utils
 
-    ctx.monkeypatch.setattr(torch, "save", full)
+    class FullDisk(io.RawIOBase):  # the file torch.save writes to: the disk fills after 4 kB (ENOSPC, as the OS)
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.n += len(b)
+            if self.n > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(b)
+
+    real = io_utils.RecordingFile
+    ctx.monkeypatch.setattr(io_utils, "RecordingFile", lambda f: real(FullDisk(f)))
     yield {}
     left = sorted(p.name for p in (ctx.preprocessed / LAB).iterdir() if "nnsslPlans_full" in p.name)
     assert left == [], f"left behind: {left}"
@@ -628,23 +642,33 @@ def test_a_crop_with_nan_names_the_case():
 
 
 def test_a_full_disk_hidden_behind_a_runtime_error_is_named(tmp_path, monkeypatch):
-    from collections import namedtuple
-
+    """Real torch.save into a file whose write raises ENOSPC: torch raises `RuntimeError: unexpected pos …` with
+    the OSError only as its context; the line still names the folder and the space needed."""
     from nnssl_plugin import io_utils
     from nnssl_plugin.checkpoints import atomic_torch_save
 
-    def unexpected_pos(obj, f, *args, **kwargs):
-        f.write(b"half a file")
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    class FullDisk(io.RawIOBase):
+        def __init__(self, f):
+            self.f, self.n = f, 0
 
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(torch, "save", unexpected_pos)
-    monkeypatch.setattr(io_utils.shutil, "disk_usage", lambda folder: usage(1 << 30, (1 << 30) - 4096, 4096))
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.n += len(b)
+            if self.n > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(b)
+
+    real = io_utils.RecordingFile
+    monkeypatch.setattr(io_utils, "RecordingFile", lambda f: real(FullDisk(f)))
     with pytest.raises(NnsslError) as error:
-        atomic_torch_save({"w": torch.zeros(3)}, tmp_path / "weights.pth")
+        atomic_torch_save({"w": torch.zeros(30_000)}, tmp_path / "weights.pth")
+    assert isinstance(error.value.__cause__, RuntimeError) and "unexpected pos" in str(error.value.__cause__)
     node = f"{HERE}::test_a_full_disk_hidden_behind_a_runtime_error_is_named"
     assert_fragments_in_order(str(error.value), row_for(node).fragments)
     assert list(tmp_path.iterdir()) == [], "no temp file left"
-    monkeypatch.setattr(io_utils.shutil, "disk_usage", lambda folder: usage(1 << 30, 0, 1 << 30))
-    with pytest.raises(RuntimeError, match="unexpected pos"):  # with space left it is not called a full disk
+    monkeypatch.setattr(io_utils, "RecordingFile", real)
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("unexpected pos 1 vs 2")))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # no OSError and space left: not called a full disk
         atomic_torch_save({"w": torch.zeros(3)}, tmp_path / "weights.pth")

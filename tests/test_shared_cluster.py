@@ -215,3 +215,33 @@ def test_loader_workers_die_with_a_sigkilled_parent(mode):
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert left == ([] if mode == "armed" else workers)
+
+
+def test_the_same_command_over_a_trained_run_names_c_and_how_to_start_over(tmp_path):
+    from nnssl_plugin.cli.pretrain import refuse_silent_restart
+
+    refuse_silent_restart(tmp_path, continue_training=False)  # an empty folder: a fresh run
+    (tmp_path / "checkpoint_latest.pth").write_bytes(b"x")
+    with pytest.raises(NnsslError, match=r"already holds an interrupted run \(checkpoint_latest.pth\)"):
+        refuse_silent_restart(tmp_path, continue_training=False)
+    (tmp_path / "checkpoint_final.pth").write_bytes(b"x")
+    with pytest.raises(NnsslError, match=r"already holds a finished run \(checkpoint_final.pth\); continue it with "
+                                         r"--c, or start over by removing that folder"):
+        refuse_silent_restart(tmp_path, continue_training=False)
+    refuse_silent_restart(tmp_path, continue_training=True)
+
+
+def test_each_resume_keeps_its_own_settings_in_the_run_record(tmp_path):
+    from nnssl_plugin.recipe import default_recipe
+    from nnssl_plugin.run_record import read_run_record, write_run_record
+
+    recipe = default_recipe("moco")
+    write_run_record(tmp_path, recipe, None, {}, "amp", 1, session={"continued": False, "started": "t0"})
+    write_run_record(tmp_path, recipe, None, {}, "bf16", 5, session={"continued": True, "started": "t1"})
+    write_run_record(tmp_path, recipe, None, {}, "bf16", 5)  # the trainer's own rewrite keeps the list
+    record = read_run_record(tmp_path)
+    assert (record["precision"], record["save_every"]) == ("bf16", 5)
+    assert record["sessions"] == [{"continued": False, "started": "t0", "precision": "amp", "save_every": 1},
+                                  {"continued": True, "started": "t1", "precision": "bf16", "save_every": 5}]
+    write_run_record(tmp_path, recipe, None, {}, "amp", 1, session={"continued": False, "started": "t2"})
+    assert len(read_run_record(tmp_path)["sessions"]) == 1, "a fresh start begins a new list"

@@ -199,9 +199,9 @@ def refuse_silent_restart(output, continue_training: bool) -> None:
         return
     found = [f for f in ("checkpoint_final.pth", "checkpoint_latest.pth") if (Path(output) / f).is_file()]
     if found:
-        state = "finished" if found[0] == "checkpoint_final.pth" else "interrupted"
-        raise NnsslError(f"{output} already holds a {state} run ({found[0]}); continue it with --c, or start over "
-                         f"by removing that folder (or change --seed for a repeat in its own folder)")
+        state = "a finished" if found[0] == "checkpoint_final.pth" else "an interrupted"
+        raise NnsslError(f"{output} already holds {state} run ({found[0]}); continue it with --c, or start over by "
+                         f"removing that folder (or change --seed for a repeat in its own folder)")
 
 
 def _train(args, name, trainer, output, recipe, heldout, options) -> int:
