@@ -23,7 +23,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -48,6 +47,7 @@ from nnssl_plugin.schedules import StepwiseLRScheduler
 from nnssl_plugin.pretrained import WEIGHTS_FILE, write_pretrained_weights
 from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
 from nnssl_plugin.io_utils import atomic_write_json
+from nnssl_plugin.loader_shutdown import QuietlyFinishingAugmenter
 from nnssl_plugin.memory import peak_memory_line
 from nnssl_plugin.stop_signals import StopSignals, StopTraining
 from nnssl_plugin.worker_death import arm_workers_of
@@ -183,9 +183,9 @@ class nnsslPretrainer(nnUNetTrainer):
         else:
             for dl in loaders:  # a SIGKILLed run (OOM killer) leaves no orphaned worker
                 arm_workers_of(dl)
-            augmenters = [NonDetMultiThreadedAugmenter(data_loader=dl, transform=None, num_processes=n,
-                                                       num_cached=max(3, n), seeds=None,
-                                                       pin_memory=self.device.type == "cuda", wait_time=0.002)
+            augmenters = [QuietlyFinishingAugmenter(data_loader=dl, transform=None, num_processes=n,  # no traceback
+                                                    num_cached=max(3, n), seeds=None,  # when stopped (SIGTERM)
+                                                    pin_memory=self.device.type == "cuda", wait_time=0.002)
                           for dl, n in zip(loaders, (processes, max(1, processes // 2)))]
         for a in augmenters:
             next(a)
