@@ -2,10 +2,11 @@
 
 Writers hide the OSError in different ways: `torch.save` through a file object raises `RuntimeError: unexpected pos
 …` with the OSError only as its `__context__`; blosc2 (nnU-Net's case files) raises a RuntimeError without any
-errno. So a write failure is traced three ways, in this order: an ENOSPC / EDQUOT / EFBIG OSError anywhere in the
+errno. So a write failure is traced four ways, in this order: an ENOSPC / EDQUOT / EFBIG OSError anywhere in the
 exception's cause/context chain (`space_error`), one recorded by the file object the writer wrote to
-(`RecordingFile`), or, for writers that keep no errno (blosc2), the process's file-size limit or the free space of
-the folder below what the write needed (`diagnose`, checked before the partial file is removed).
+(`RecordingFile`), or, for writers that keep no errno (blosc2), the errno of a write to the file it failed to write
+(`probe_by_writing`), else the process's file-size limit or the free space of the folder below what the write
+needed (`diagnose`, checked before the partial file is removed).
 """
 from __future__ import annotations
 
@@ -93,6 +94,31 @@ def diagnose(path: str | os.PathLike, needed: int | None) -> OSError | None:
     return None
 
 
+def probe_by_writing(path: str | os.PathLike, amount: int | None) -> OSError | None:
+    """For a writer that kept no errno (blosc2): append up to `amount` bytes (at most 1 MiB, at least 4 kiB) to the
+    file it failed to write and fsync, so that the file system itself says ENOSPC / EDQUOT / EFBIG; the file is
+    truncated back (or removed, if the writer had not created it). Only for a file that is incomplete anyway."""
+    existed = os.path.lexists(path)
+    size = os.stat(path).st_size if existed and os.path.isfile(path) else None
+    amount = min(max(amount or 0, 4096), 1 << 20)
+    try:
+        with open(path, "ab") as f:
+            f.write(bytes(amount))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        return e if e.errno in SPACE_ERRNOS else None
+    finally:
+        try:
+            if not existed:
+                os.unlink(path)
+            elif size is not None:
+                os.truncate(path, size)
+        except OSError:
+            pass
+    return None
+
+
 class RecordingFile:
     """A binary file object that remembers the OSError its write raised (torch.save turns it into a RuntimeError
     and keeps it only as context, if at all)."""
@@ -119,15 +145,17 @@ class RecordingFile:
 
 
 @contextmanager
-def full_disk_is_one_line(path: str | os.PathLike, needed: int | None = None) -> Iterator[None]:
+def full_disk_is_one_line(path: str | os.PathLike, needed: int | None = None, probe: bool = False
+                          ) -> Iterator[None]:
     """Around a write of `path` (about `needed` bytes): a full disk, quota or file-size limit becomes NnsslError
-    with `space_message`; any other failure propagates unchanged."""
+    with `space_message`; any other failure propagates unchanged. `probe`: `path` is the file being written and
+    incomplete if the write failed, so it may be probed by writing to it (`probe_by_writing`)."""
     try:
         yield
     except NnsslError:
         raise
     except Exception as e:  # noqa: BLE001 - writers wrap the OSError in several types
-        found = space_error(e) or diagnose(path, needed)
+        found = space_error(e) or (probe_by_writing(path, needed) if probe else None) or diagnose(path, needed)
         if found is None:
             raise
         raise NnsslError(space_message(path, found, needed)) from e

@@ -74,3 +74,14 @@ def check_resumed_recipe(recorded: dict | None, recipe: Recipe, checkpoint: str,
         raise NnsslError(f"{checkpoint} was trained with recipe {recorded} and method options "
                          f"{recorded_options or {}}, this run's are {recipe.to_dict()} and {options or {}}; pass the same flags as the original "
                          f"run, or start a fresh run without --c")
+
+
+def refuse_other_method(checkpoint: dict, method: str, source: str) -> None:
+    """`--c` refuses a checkpoint written by another method's run (its `trainer_name`, compared as a string): a
+    `moco` checkpoint resumed as `moco_zca` would otherwise end in a state-dict size mismatch."""
+    from nnssl_plugin.trainer_names import method_of
+
+    recorded = method_of(str(checkpoint.get("trainer_name", "")))
+    if recorded is not None and recorded != method:
+        raise NnsslError(f"{source} was written by a {recorded} run (trainer {checkpoint['trainer_name']}), this run "
+                         f"is {method}; resume it with -m {recorded}, or start this run without --c in its own folder")

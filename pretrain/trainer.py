@@ -42,7 +42,8 @@ from nnssl_plugin.intensity import unit_ranges
 from nnssl_plugin.modules.network_protocol import PlanContext
 from nnssl_plugin.ops.rank import effective_rank, singular_spectrum
 from nnssl_plugin.plots import plot_spectrum
-from nnssl_plugin.run_record import check_resumed_recipe, read_run_record, run_settings, write_run_record
+from nnssl_plugin.run_record import (check_resumed_recipe, read_run_record, refuse_other_method, run_settings,
+                                     write_run_record)
 from nnssl_plugin.schedules import StepwiseLRScheduler
 from nnssl_plugin.pretrained import WEIGHTS_FILE, write_pretrained_weights
 from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
@@ -441,6 +442,8 @@ class nnsslPretrainer(nnUNetTrainer):
             self.initialize()
         checkpoint = (load_checkpoint_file(filename_or_checkpoint, self.device, self.print_to_log_file)
                       if isinstance(filename_or_checkpoint, str) else filename_or_checkpoint)
+        refuse_other_method(checkpoint, self.method_config.method,  # before its tensors meet this network
+                            filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "the checkpoint")
         check_resumed_recipe(checkpoint.get("nnssl_recipe"), self.recipe,
                              filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "the checkpoint",
                              checkpoint.get("nnssl_method_options"), self.method_options)

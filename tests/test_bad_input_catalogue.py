@@ -269,6 +269,68 @@ def case_nnunet_variable_unset(ctx):
     yield {}
 
 
+@case("modality-differs")
+def case_modality_differs(ctx):
+    ctx.images_only("Dataset978_MRI", channels=("T1",))
+    yield {}
+    assert not (ctx.preprocessed / "Dataset978_MRI").exists(), "refused before anything is written"
+
+
+@case("modality-differs-on-purpose")
+def case_modality_differs_on_purpose(ctx):
+    ctx.images_only("Dataset976_MRIOnPurpose", channels=("T1",))
+    yield {}
+    assert (ctx.preprocessed / "Dataset976_MRIOnPurpose" / "nnsslPretrainPlans.json").is_file()
+
+
+@case("no-file-ending")
+def case_no_file_ending(ctx):
+    folder = ctx.images_only("Dataset975_NoEnding", cases=("phantom_000",))
+    record = json.loads((folder / "dataset.json").read_text())
+    del record["file_ending"]
+    (folder / "dataset.json").write_text(json.dumps(record))
+    yield {}
+
+
+@case("plans-name-with-slash")
+def case_plans_name_with_slash(ctx):
+    yield {}
+    assert not (ctx.preprocessed / UNL / "a").exists()
+
+
+@case("2d-image-in-3d-set")
+def case_2d_image_in_3d_set(ctx):
+    folder = ctx.images_only("Dataset973_OneFlat")
+    path = folder / "imagesTr" / "phantom_001_0000.nii.gz"
+    image = sitk.ReadImage(str(path))
+    flat = sitk.GetImageFromArray(sitk.GetArrayFromImage(image)[image.GetSize()[2] // 2])  # a real 2D file
+    flat.SetSpacing(image.GetSpacing()[:2])
+    sitk.WriteImage(flat, str(path))
+    yield {}
+    assert _written(ctx, "Dataset973_OneFlat") == [f"phantom_00{i}{e}" for i in (0, 2)
+                                                    for e in (".b2nd", ".pkl", "_seg.b2nd")]
+
+
+@case("disk-full-prepare")
+def case_disk_full_prepare(ctx):
+    """The first case's blosc2 file is a link to /dev/full, placed in the staging folder once nnssl_prepare made
+    it: blosc2's own write gets a real ENOSPC (and keeps no errno)."""
+    from nnssl_plugin.data import prepare
+
+    ctx.images_only("Dataset974_FullDisk")
+    real = prepare.resumable_staging
+
+    def staging_with_a_full_case_file(*args, **kwargs):
+        staging, done = real(*args, **kwargs)
+        (staging / "phantom_000.b2nd").symlink_to("/dev/full")
+        return staging, done
+
+    ctx.monkeypatch.setattr(prepare, "resumable_staging", staging_with_a_full_case_file)
+    yield {}
+    assert not (ctx.preprocessed / "Dataset974_FullDisk" / "nnsslPretrainPlans.json").exists()
+    assert not (ctx.preprocessed / "Dataset974_FullDisk" / "nnsslPretrainPlans_3d_fullres").exists()
+
+
 @case("pretrain-dataset-not-prepared")
 def case_pretrain_dataset_not_prepared(ctx):
     ctx.images_only("Dataset987_Raw", cases=("phantom_000",))
@@ -331,6 +393,20 @@ def case_continue_without_checkpoint(ctx):
     calls = ctx.stub_training()
     yield {}
     assert len(calls) == 1 and calls[0][1]["continue_training"] is True
+
+
+@case("moco-resumed-as-moco-zca")
+def case_moco_resumed_as_moco_zca(ctx):
+    """The moco_zca run folder holds a checkpoint of a moco run (its trainer_name; the recipe matches, so only the
+    method tells them apart): --c stops in load_checkpoint, before any tensor is loaded or any step is trained."""
+    from nnssl_plugin.recipe import default_recipe
+
+    fold = ctx.results / UNL / "nnsslPretrainer_moco_zca_1epochs_1iters__nnsslPretrainPlans__3d_cpu" / "fold_all"
+    fold.mkdir(parents=True)
+    torch.save({"trainer_name": "nnsslPretrainer_moco_1epochs_1iters", "network_weights": {},
+                "nnssl_recipe": default_recipe("moco").to_dict(), "current_epoch": 1},
+               fold / "checkpoint_latest.pth")
+    yield {}
 
 
 @case("cuda-not-available")
@@ -511,6 +587,17 @@ def case_weights_wrong_sha256(ctx):
     yield from _damaged_export(ctx, "nnsslPlans_swapped", lambda p: torch.save({"format": "nnssl_export/1"}, p))
 
 
+@case("weights-oversized")
+def case_weights_oversized(ctx):
+    yield from _damaged_export(ctx, "nnsslPlans_huge", lambda p: os.truncate(p, 1 << 30))  # sparse: no disk used
+
+
+@case("export-plans-name-with-slash")
+def case_export_plans_name_with_slash(ctx):
+    yield {}
+    assert not (ctx.preprocessed / "nnsslPlans_up.json").exists()
+
+
 @case("ext-trainer-unset")
 def case_ext_trainer_unset(ctx):
     yield {}
@@ -529,6 +616,37 @@ for _probe_row in ("probe-random-without-levels", "probe-unknown-levels-like", "
     @case(_probe_row)
     def case_without_setup(ctx):
         yield {}
+
+
+def _labelled_copy(ctx, name: str, cases: int | None = None, labels: int | None = None) -> None:
+    """A preprocessed copy of the labelled target as `name` (no splits file): its first `cases` cases, and
+    dataset.json naming only labels 0 … `labels` − 1 (the segmentations keep all of theirs)."""
+    folder = ctx.preprocessed / name
+    if folder.exists():
+        return
+    source = ctx.preprocessed / LAB
+    keep = sorted(p.name[:-4] for p in (source / "nnUNetPlans_3d_fullres").glob("*.pkl"))[:cases]
+    (folder / "nnUNetPlans_3d_fullres").mkdir(parents=True)
+    for case_id in keep:
+        for f in (source / "nnUNetPlans_3d_fullres").glob(f"{case_id}[._]*"):
+            shutil.copy(f, folder / "nnUNetPlans_3d_fullres")
+    shutil.copy(source / "nnUNetPlans.json", folder)
+    record = json.loads((source / "dataset.json").read_text())
+    if labels is not None:
+        record["labels"] = {k: v for k, v in record["labels"].items() if v < labels}
+    (folder / "dataset.json").write_text(json.dumps(record))
+
+
+@case("probe-too-few-cases-no-splits")
+def case_probe_too_few_cases_no_splits(ctx):
+    _labelled_copy(ctx, "Dataset994_FewLabelled", cases=3)
+    yield {}
+
+
+@case("probe-labels-outside-dataset-json")
+def case_probe_labels_outside_dataset_json(ctx):
+    _labelled_copy(ctx, "Dataset995_FewerLabels", labels=3)
+    yield {}
 
 
 @case("probe-run-without-weights")
