@@ -1,8 +1,9 @@
 """Preprocess an images-only dataset with the *target's* nnU-Net plans (docs/ARCHITECTURE.md, "Data flow", step 4).
 
 nnU-Net's own preprocessing needs labels (fingerprinting, integrity checks). Here each case goes through
-nnU-Net's preprocessor (`run_case` with no segmentation: transpose, crop to nonzero, normalise with the target's
-CT statistics, resample to the target's spacing) and nnU-Net's blosc2 writer with the same chunking, so the
+nnU-Net's preprocessor (`run_case`'s image read, then `run_case_npy` with no segmentation: transpose, crop to
+nonzero, normalise with the target's CT statistics, resample to the target's spacing; a 2D image is refused for a
+3D configuration in between) and nnU-Net's blosc2 writer with the same chunking, so the
 arrays equal what nnU-Net writes for the same image and nnU-Net's dataset and loader classes read them. The
 target plans are copied into the unlabelled dataset under their own name (default `nnsslPretrainPlans`), so a
 user's own plans for that dataset are never touched. Labels that the unlabelled dataset may have are ignored.
