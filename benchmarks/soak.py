@@ -12,6 +12,7 @@ import argparse
 import csv
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,6 +69,7 @@ def main() -> int:
                "--epochs", "1000", "--iters", str(args.iters), "--seed", "0"]
     fold = (work / "soak_results" / "Dataset990_PhantomUnlabelled" /
             f"nnsslPretrainer_{args.m}_1000epochs_{args.iters}iters_seed0__nnsslPretrainPlans__{args.c}" / "fold_all")
+    shutil.rmtree(fold.parent, ignore_errors=True)  # a fresh run each soak (nnssl_pretrain refuses a silent restart)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     rows, start = [], time.monotonic()

@@ -10,13 +10,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from nnssl_plugin.disk_space import nbytes_of
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.io_utils import atomic_write, fsync_folder, settle_permissions
+from nnssl_plugin.io_utils import atomic_write, fsync_folder, owned_or_orphaned, process_tag, settle_permissions
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save through a temp file, fsync and rename (`atomic_write`): a reader never sees half a file."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f), needed=nbytes_of(obj))
 
 
 LATEST, FINAL, PREVIOUS = "checkpoint_latest.pth", "checkpoint_final.pth", "checkpoint_previous.pth"
@@ -29,7 +30,7 @@ def keep_previous(path: str | os.PathLike) -> None:
     if path.name != LATEST or not path.is_file():
         return
     previous = path.with_name(PREVIOUS)
-    link = path.with_name(f".{PREVIOUS}.link")
+    link = path.with_name(f".{PREVIOUS}.{process_tag()}.link")  # per process: two writers never share it
     link.unlink(missing_ok=True)
     try:
         os.link(path, link)
@@ -40,10 +41,12 @@ def keep_previous(path: str | os.PathLike) -> None:
 
 def save_checkpoint_file(obj: Any, path: str | os.PathLike) -> None:
     """A checkpoint written atomically (temp file, fsync, rename), the one it replaces kept as the previous.
-    Temp files of a write that was killed (SIGKILL leaves them) are removed first."""
+    Temp files of this process and of a killed write of this host (SIGKILL leaves them) are removed first; another
+    live process's are left alone (`owned_or_orphaned`)."""
     path = Path(path)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
+    for stale in [*path.parent.glob(f".{path.name}.*.tmp"), *path.parent.glob(f".{PREVIOUS}.*.link")]:
+        if owned_or_orphaned(stale.name):
+            stale.unlink(missing_ok=True)
     keep_previous(path)
     atomic_torch_save(obj, path)
 

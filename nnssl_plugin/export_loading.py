@@ -11,6 +11,7 @@ from nnssl_plugin.checkpoints import safe_load
 from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.export import matches_prefixes, sha256_of
 from nnssl_plugin.pretrained import architecture_hash
+from nnssl_plugin.weights_size import refuse_oversized
 
 
 def exported_weights_path(plans: dict) -> Path:
@@ -39,6 +40,7 @@ def load_exported_weights(plans: dict, architecture: dict, num_input_channels: i
     if not path.is_file():
         raise NnsslError(f"pretrained weights {path} (from plans '{named_by}') not found; rerun "
                          f"nnssl_export --overwrite")
+    refuse_oversized(path, unet, named_by)  # before hashing: a huge file is not read at all
     if sha256_of(path) != info["sha256"]:
         raise NnsslError(f"{path} does not match the sha256 recorded in plans '{named_by}' (changed or "
                          f"truncated since export); rerun nnssl_export --overwrite")

@@ -118,10 +118,26 @@ def master_pretrain_info(weights_path: str, network: torch.nn.Module, pretrain_c
             "pt_recommended_downstream_patchsize": list(downstream_patch), "citations": []}
 
 
+def known_class_names() -> dict[str, str]:
+    """Every class torch.nn exports, by each name it is written under in plans and checkpoints (`torch.nn.X` and
+    its defining module's `torch.nn.modules.<m>.X`), mapped to the defining module's name. Built by reading the
+    already imported torch.nn, never by importing a name found in a file."""
+    names = {}
+    for attr in dir(torch.nn):
+        cls = getattr(torch.nn, attr)
+        if isinstance(cls, type):
+            full = f"{cls.__module__}.{cls.__name__}"
+            names[f"torch.nn.{attr}"] = full
+            names[full] = full
+    return names
+
+
 def canonical_architecture(architecture: dict) -> dict:
-    """An architecture block for comparison: class-valued kwargs named by the class they locate
-    (`torch.nn.LeakyReLU` and `torch.nn.modules.activation.LeakyReLU` are one class), tuples as lists."""
-    import pydoc
+    """An architecture block for comparison: class-valued kwargs written under any of torch.nn's names for one class
+    (`torch.nn.LeakyReLU` and `torch.nn.modules.activation.LeakyReLU`) given one name (`known_class_names`), tuples
+    as lists. Names are compared as strings: nothing named by a weights file or plans is imported (a name this
+    plugin does not know stays as written and so differs from the target's)."""
+    known = known_class_names()
 
     def plain(value):
         if isinstance(value, (list, tuple)):
@@ -132,9 +148,7 @@ def canonical_architecture(architecture: dict) -> dict:
 
     kwargs = plain(dict(architecture.get("arch_kwargs") or {}))
     for key, value in kwargs.items():
-        if isinstance(value, str) and "." in value:
-            located = pydoc.locate(value)
-            if isinstance(located, type):
-                kwargs[key] = f"{located.__module__}.{located.__name__}"
+        if isinstance(value, str) and value in known:
+            kwargs[key] = known[value]
     name = architecture.get("network_class_name")
     return {"network_class_name": f"{UNET_MODULE}.{name}" if name in SHORT_NAMES else name, "arch_kwargs": kwargs}

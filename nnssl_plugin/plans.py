@@ -3,11 +3,24 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 
 from nnssl_plugin.errors import BadArgument, NnsslError
 from nnssl_plugin.io_utils import load_json
 from nnssl_plugin.paths import preprocessed_folder
+
+
+PLANS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_plans_name(name: str, flag: str = "--plans-name") -> str:
+    """A plans name is a file name in the dataset's folder (`<name>.json`, `<name>_weights.pth`): no '/' or other
+    path parts, which would write elsewhere or fail late."""
+    if not PLANS_NAME.match(name):
+        raise NnsslError(f"{flag} {name!r} is not a plans name: it becomes the file {name}.json next to the dataset's "
+                         f"plans; use letters, digits, '_', '-' and '.' only (e.g. nnsslPlans_mine)")
+    return name
 
 
 def plans_path(dataset_name: str, plans_name: str) -> Path:

@@ -30,15 +30,24 @@ PRECISIONS = ("amp", "bf16")  # amp: nnU-Net's (fp16 autocast + GradScaler on CU
 
 
 def write_run_record(folder: str | Path, recipe: Recipe, heldout: dict | None, options: dict | None = None,
-                     precision: str = "amp", save_every: int = 1) -> Path:
+                     precision: str = "amp", save_every: int = 1, session: dict | None = None) -> Path:
+    """Write the record. `session` (what `nnssl_pretrain` passes: whether it continued, with its precision and
+    checkpoint interval) is appended to the record's `sessions` list on `--c` and starts it anew otherwise, so a
+    run resumed with another `--bf16` / `--save-every` keeps each part's settings; the top-level `precision` and
+    `save_every` are the current ones (what the trainer uses). Without `session` the list is kept as it is."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
     if save_every < 1:
         raise ValueError(f"save_every must be at least 1, got {save_every}")
     path = Path(folder) / FILE
+    previous = read_run_record(folder) if path.is_file() else None
+    sessions = list((previous or {}).get("sessions") or [])
+    if session is not None:
+        entry = {**session, "precision": precision, "save_every": int(save_every)}
+        sessions = [*sessions, entry] if session.get("continued") else [entry]
     atomic_write_json(path, {"recipe": recipe.to_dict(), "method_options": dict(options or {}),
                              "hash": run_hash(recipe, options), "heldout": heldout, "precision": precision,
-                             "save_every": int(save_every)})
+                             "save_every": int(save_every), "sessions": sessions})
     return path
 
 
@@ -84,3 +93,14 @@ def check_resumed_recipe(recorded: dict | None, recipe: Recipe, checkpoint: str,
         raise NnsslError(f"{checkpoint} was trained with recipe {recorded} and method options "
                          f"{recorded_options or {}}, this run's are {recipe.to_dict()} and {options or {}}; pass the same flags as the original "
                          f"run, or start a fresh run without --c")
+
+
+def refuse_other_method(checkpoint: dict, method: str, source: str) -> None:
+    """`--c` refuses a checkpoint written by another method's run (its `trainer_name`, compared as a string): a
+    `moco` checkpoint resumed as `moco_zca` would otherwise end in a state-dict size mismatch."""
+    from nnssl_plugin.trainer_names import method_of
+
+    recorded = method_of(str(checkpoint.get("trainer_name", "")))
+    if recorded is not None and recorded != method:
+        raise NnsslError(f"{source} was written by a {recorded} run (trainer {checkpoint['trainer_name']}), this run "
+                         f"is {method}; resume it with -m {recorded}, or start this run without --c in its own folder")

@@ -34,6 +34,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnssl_plugin.checkpoints import load_checkpoint_file, publish_written_file
+from nnssl_plugin.disk_space import full_disk_is_one_line
 from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.export_loading import load_exported_weights, verify_frozen_unchanged
 from nnssl_plugin.export_lookup import export_command, plans_with_export, select_export
@@ -157,7 +158,12 @@ class SSLDownstreamTrainer(nnUNetTrainer):
         """nnU-Net's checkpoint, written atomically (temp file, fsync, rename; the replaced latest kept as
         checkpoint_previous.pth): a kill mid-write never leaves half a checkpoint."""
         tmp = f"{filename}.writing"
-        super().save_checkpoint(tmp)  # writes nothing on other DDP ranks or with checkpointing disabled
+        try:  # a full disk: one line naming the folder and the space needed, no half-written temp file
+            with full_disk_is_one_line(filename):
+                super().save_checkpoint(tmp)  # writes nothing on other DDP ranks or with checkpointing disabled
+        except NnsslError as e:
+            Path(tmp).unlink(missing_ok=True)
+            stop_with_one_line(type(self).__name__, str(e))
         if os.path.isfile(tmp):
             publish_written_file(tmp, filename)
 

@@ -23,7 +23,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -31,6 +30,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from nnssl_plugin import run_lock
 from nnssl_plugin.checkpoints import load_checkpoint_file, save_checkpoint_file
 from nnssl_plugin.config import MethodConfig, with_options
 from nnssl_plugin.data.two_view import TwoViewDataLoader
@@ -40,16 +40,19 @@ from nnssl_plugin.intensity import unit_ranges
 from nnssl_plugin.modules.network_protocol import PlanContext
 from nnssl_plugin.ops.rank import effective_rank, singular_spectrum
 from nnssl_plugin.plots import plot_spectrum
-from nnssl_plugin.run_record import check_resumed_recipe, read_run_record, run_settings, write_run_record
+from nnssl_plugin.run_record import (check_resumed_recipe, read_run_record, refuse_other_method, run_settings,
+                                     write_run_record)
 from nnssl_plugin.schedules import StepwiseLRScheduler
 from nnssl_plugin.pretrained import WEIGHTS_FILE, plans_identity, pretrained_payload, write_pretrained_weights
 from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
 from nnssl_plugin.io_utils import atomic_write_json
+from nnssl_plugin.loader_shutdown import QuietlyFinishingAugmenter
 from nnssl_plugin.memory import peak_memory_line
 from nnssl_plugin.stop_signals import StopSignals, StopTraining
 from nnssl_plugin.precision import autocast
 from nnssl_plugin.rng import capture as capture_rng, restore as restore_rng, seed_run
 from nnssl_plugin.trainer_plumbing import restore_nnunet_state, unwrap
+from nnssl_plugin.worker_death import arm_workers_of
 from nnssl_plugin.probe.online import OnlineProbe
 from nnssl_plugin.ssl_logging import SSLLocalLogger, log_heldout, log_probe
 
@@ -179,9 +182,11 @@ class nnsslPretrainer(nnUNetTrainer):
         if processes == 0:
             augmenters = [SingleThreadedAugmenter(dl, None) for dl in loaders]
         else:
-            augmenters = [NonDetMultiThreadedAugmenter(data_loader=dl, transform=None, num_processes=n,
-                                                       num_cached=max(3, n), seeds=None,
-                                                       pin_memory=self.device.type == "cuda", wait_time=0.002)
+            for dl in loaders:  # a SIGKILLed run (OOM killer) leaves no orphaned worker
+                arm_workers_of(dl)
+            augmenters = [QuietlyFinishingAugmenter(data_loader=dl, transform=None, num_processes=n,  # no traceback
+                                                    num_cached=max(3, n), seeds=None,  # when stopped (SIGTERM)
+                                                    pin_memory=self.device.type == "cuda", wait_time=0.002)
                           for dl, n in zip(loaders, (processes, max(1, processes // 2)))]
         for a in augmenters:
             next(a)
@@ -374,6 +379,7 @@ class nnsslPretrainer(nnUNetTrainer):
             self._latest_epoch = self.current_epoch
         if self.local_rank == 0:
             self.logger.plot_progress_png(self.output_folder)
+            run_lock.heartbeat(self.output_folder, duration)  # the run folder's lock says when it last wrote
         self.current_epoch += 1
 
     def on_epoch_start(self):
@@ -440,6 +446,8 @@ class nnsslPretrainer(nnUNetTrainer):
             self.initialize()
         checkpoint = (load_checkpoint_file(filename_or_checkpoint, self.device, self.print_to_log_file)
                       if isinstance(filename_or_checkpoint, str) else filename_or_checkpoint)
+        refuse_other_method(checkpoint, self.method_config.method,  # before its tensors meet this network
+                            filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "the checkpoint")
         check_resumed_recipe(checkpoint.get("nnssl_recipe"), self.recipe,
                              filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "the checkpoint",
                              checkpoint.get("nnssl_method_options"), self.method_options)

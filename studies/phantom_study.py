@@ -84,9 +84,11 @@ def main() -> int:
             run_dir = results / UNLABELLED / f"{name}__nnsslPretrainPlans__3d_cpu"
             weights[method, seed] = run_dir / "fold_all" / "ssl_weights.pth"
             print(f"[{time.time() - start:.0f} s] pretrain {method} seed {seed}", flush=True)
-            if not weights[method, seed].is_file():
+            if not weights[method, seed].is_file():  # an interrupted run resumes (nnssl_pretrain refuses a restart)
+                resume = ["--c"] if any((run_dir / "fold_all" / f).is_file()
+                                        for f in ("checkpoint_latest.pth", "checkpoint_final.pth")) else []
                 run(["nnssl_pretrain", "-d", "990", "-m", method, "-c", "3d_cpu", "-device", args.device, "--epochs",
-                     str(args.epochs), "--iters", str(args.iters), "--seed", str(seed)],
+                     str(args.epochs), "--iters", str(args.iters), "--seed", str(seed), *resume],
                     logs / f"pretrain_{method}_{seed}.log")
             if not (preprocessed / f"nnsslPlans_{method}_s{seed}.json").is_file():
                 run(["nnssl_export", "-d", "990", "-m", method, "-t", "991", "-c", "3d_cpu", "--run", str(run_dir),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import ast
 import errno
+import io
 import json
 import re
 import shlex
@@ -268,6 +269,68 @@ def case_nnunet_variable_unset(ctx):
     yield {}
 
 
+@case("modality-differs")
+def case_modality_differs(ctx):
+    ctx.images_only("Dataset978_MRI", channels=("T1",))
+    yield {}
+    assert not (ctx.preprocessed / "Dataset978_MRI").exists(), "refused before anything is written"
+
+
+@case("modality-differs-on-purpose")
+def case_modality_differs_on_purpose(ctx):
+    ctx.images_only("Dataset976_MRIOnPurpose", channels=("T1",))
+    yield {}
+    assert (ctx.preprocessed / "Dataset976_MRIOnPurpose" / "nnsslPretrainPlans.json").is_file()
+
+
+@case("no-file-ending")
+def case_no_file_ending(ctx):
+    folder = ctx.images_only("Dataset975_NoEnding", cases=("phantom_000",))
+    record = json.loads((folder / "dataset.json").read_text())
+    del record["file_ending"]
+    (folder / "dataset.json").write_text(json.dumps(record))
+    yield {}
+
+
+@case("plans-name-with-slash")
+def case_plans_name_with_slash(ctx):
+    yield {}
+    assert not (ctx.preprocessed / UNL / "a").exists()
+
+
+@case("2d-image-in-3d-set")
+def case_2d_image_in_3d_set(ctx):
+    folder = ctx.images_only("Dataset973_OneFlat")
+    path = folder / "imagesTr" / "phantom_001_0000.nii.gz"
+    image = sitk.ReadImage(str(path))
+    flat = sitk.GetImageFromArray(sitk.GetArrayFromImage(image)[image.GetSize()[2] // 2])  # a real 2D file
+    flat.SetSpacing(image.GetSpacing()[:2])
+    sitk.WriteImage(flat, str(path))
+    yield {}
+    assert _written(ctx, "Dataset973_OneFlat") == [f"phantom_00{i}{e}" for i in (0, 2)
+                                                    for e in (".b2nd", ".pkl", "_seg.b2nd")]
+
+
+@case("disk-full-prepare")
+def case_disk_full_prepare(ctx):
+    """The first case's blosc2 file is a link to /dev/full, placed in the staging folder once nnssl_prepare made
+    it: blosc2's own write gets a real ENOSPC (and keeps no errno)."""
+    from nnssl_plugin.data import prepare
+
+    ctx.images_only("Dataset974_FullDisk")
+    real = prepare.resumable_staging
+
+    def staging_with_a_full_case_file(*args, **kwargs):
+        staging, done = real(*args, **kwargs)
+        (staging / "phantom_000.b2nd").symlink_to("/dev/full")
+        return staging, done
+
+    ctx.monkeypatch.setattr(prepare, "resumable_staging", staging_with_a_full_case_file)
+    yield {}
+    assert not (ctx.preprocessed / "Dataset974_FullDisk" / "nnsslPretrainPlans.json").exists()
+    assert not (ctx.preprocessed / "Dataset974_FullDisk" / "nnsslPretrainPlans_3d_fullres").exists()
+
+
 @case("pretrain-dataset-not-prepared")
 def case_pretrain_dataset_not_prepared(ctx):
     ctx.images_only("Dataset987_Raw", cases=("phantom_000",))
@@ -330,6 +393,20 @@ def case_continue_without_checkpoint(ctx):
     calls = ctx.stub_training()
     yield {}
     assert len(calls) == 1 and calls[0][1]["continue_training"] is True
+
+
+@case("moco-resumed-as-moco-zca")
+def case_moco_resumed_as_moco_zca(ctx):
+    """The moco_zca run folder holds a checkpoint of a moco run (its trainer_name; the recipe matches, so only the
+    method tells them apart): --c stops in load_checkpoint, before any tensor is loaded or any step is trained."""
+    from nnssl_plugin.recipe import default_recipe
+
+    fold = ctx.results / UNL / "nnsslPretrainer_moco_zca_1epochs_1iters__nnsslPretrainPlans__3d_cpu" / "fold_all"
+    fold.mkdir(parents=True)
+    torch.save({"trainer_name": "nnsslPretrainer_moco_1epochs_1iters", "network_weights": {},
+                "nnssl_recipe": default_recipe("moco").to_dict(), "current_epoch": 1},
+               fold / "checkpoint_latest.pth")
+    yield {}
 
 
 @case("cuda-not-available")
@@ -426,10 +503,23 @@ def case_other_package_versions(ctx):
 
 @case("disk-full-export")
 def case_disk_full_export(ctx):
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    from nnssl_plugin import io_utils
 
-    ctx.monkeypatch.setattr(torch, "save", full)
+    class FullDisk(io.RawIOBase):  # the file torch.save writes to: the disk fills after 4 kB (ENOSPC, as the OS)
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.n += len(b)
+            if self.n > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(b)
+
+    real = io_utils.RecordingFile
+    ctx.monkeypatch.setattr(io_utils, "RecordingFile", lambda f: real(FullDisk(f)))
     yield {}
     left = sorted(p.name for p in (ctx.preprocessed / LAB).iterdir() if "nnsslPlans_full" in p.name)
     assert left == [], f"left behind: {left}"
@@ -497,6 +587,17 @@ def case_weights_wrong_sha256(ctx):
     yield from _damaged_export(ctx, "nnsslPlans_swapped", lambda p: torch.save({"format": "nnssl_export/1"}, p))
 
 
+@case("weights-oversized")
+def case_weights_oversized(ctx):
+    yield from _damaged_export(ctx, "nnsslPlans_huge", lambda p: os.truncate(p, 1 << 30))  # sparse: no disk used
+
+
+@case("export-plans-name-with-slash")
+def case_export_plans_name_with_slash(ctx):
+    yield {}
+    assert not (ctx.preprocessed / "nnsslPlans_up.json").exists()
+
+
 @case("ext-trainer-unset")
 def case_ext_trainer_unset(ctx):
     yield {}
@@ -515,6 +616,37 @@ for _probe_row in ("probe-random-without-levels", "probe-unknown-levels-like", "
     @case(_probe_row)
     def case_without_setup(ctx):
         yield {}
+
+
+def _labelled_copy(ctx, name: str, cases: int | None = None, labels: int | None = None) -> None:
+    """A preprocessed copy of the labelled target as `name` (no splits file): its first `cases` cases, and
+    dataset.json naming only labels 0 … `labels` − 1 (the segmentations keep all of theirs)."""
+    folder = ctx.preprocessed / name
+    if folder.exists():
+        return
+    source = ctx.preprocessed / LAB
+    keep = sorted(p.name[:-4] for p in (source / "nnUNetPlans_3d_fullres").glob("*.pkl"))[:cases]
+    (folder / "nnUNetPlans_3d_fullres").mkdir(parents=True)
+    for case_id in keep:
+        for f in (source / "nnUNetPlans_3d_fullres").glob(f"{case_id}[._]*"):
+            shutil.copy(f, folder / "nnUNetPlans_3d_fullres")
+    shutil.copy(source / "nnUNetPlans.json", folder)
+    record = json.loads((source / "dataset.json").read_text())
+    if labels is not None:
+        record["labels"] = {k: v for k, v in record["labels"].items() if v < labels}
+    (folder / "dataset.json").write_text(json.dumps(record))
+
+
+@case("probe-too-few-cases-no-splits")
+def case_probe_too_few_cases_no_splits(ctx):
+    _labelled_copy(ctx, "Dataset994_FewLabelled", cases=3)
+    yield {}
+
+
+@case("probe-labels-outside-dataset-json")
+def case_probe_labels_outside_dataset_json(ctx):
+    _labelled_copy(ctx, "Dataset995_FewerLabels", labels=3)
+    yield {}
 
 
 @case("probe-run-without-weights")
@@ -628,23 +760,33 @@ def test_a_crop_with_nan_names_the_case():
 
 
 def test_a_full_disk_hidden_behind_a_runtime_error_is_named(tmp_path, monkeypatch):
-    from collections import namedtuple
-
+    """Real torch.save into a file whose write raises ENOSPC: torch raises `RuntimeError: unexpected pos …` with
+    the OSError only as its context; the line still names the folder and the space needed."""
     from nnssl_plugin import io_utils
     from nnssl_plugin.checkpoints import atomic_torch_save
 
-    def unexpected_pos(obj, f, *args, **kwargs):
-        f.write(b"half a file")
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    class FullDisk(io.RawIOBase):
+        def __init__(self, f):
+            self.f, self.n = f, 0
 
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(torch, "save", unexpected_pos)
-    monkeypatch.setattr(io_utils.shutil, "disk_usage", lambda folder: usage(1 << 30, (1 << 30) - 4096, 4096))
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.n += len(b)
+            if self.n > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(b)
+
+    real = io_utils.RecordingFile
+    monkeypatch.setattr(io_utils, "RecordingFile", lambda f: real(FullDisk(f)))
     with pytest.raises(NnsslError) as error:
-        atomic_torch_save({"w": torch.zeros(3)}, tmp_path / "weights.pth")
+        atomic_torch_save({"w": torch.zeros(30_000)}, tmp_path / "weights.pth")
+    assert isinstance(error.value.__cause__, RuntimeError) and "unexpected pos" in str(error.value.__cause__)
     node = f"{HERE}::test_a_full_disk_hidden_behind_a_runtime_error_is_named"
     assert_fragments_in_order(str(error.value), row_for(node).fragments)
     assert list(tmp_path.iterdir()) == [], "no temp file left"
-    monkeypatch.setattr(io_utils.shutil, "disk_usage", lambda folder: usage(1 << 30, 0, 1 << 30))
-    with pytest.raises(RuntimeError, match="unexpected pos"):  # with space left it is not called a full disk
+    monkeypatch.setattr(io_utils, "RecordingFile", real)
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("unexpected pos 1 vs 2")))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # no OSError and space left: not called a full disk
         atomic_torch_save({"w": torch.zeros(3)}, tmp_path / "weights.pth")

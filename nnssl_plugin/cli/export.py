@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     from nnssl_plugin.export_sources import Source, read_source
     from nnssl_plugin.io_utils import load_json
     from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, results_folder
-    from nnssl_plugin.plans import load_plans, plans_path, resolve_configuration
+    from nnssl_plugin.plans import check_plans_name, load_plans, plans_path, resolve_configuration
 
+    if args.plans_name is not None:
+        check_plans_name(args.plans_name)  # before any work: it names the files written
     target = find_dataset_name(args.t, in_raw=False, in_preprocessed=True,
                                unprepared_hint="nnUNetv2_plan_and_preprocess -d {id}")
     target_plans = load_plans(target, args.p)

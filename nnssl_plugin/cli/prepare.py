@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", type=int, default=None,
                    help="worker processes (default: $nnUNet_def_n_proc, else min(8, cores))")
     p.add_argument("--overwrite", action="store_true", help="replace plans and data this command wrote before")
+    p.add_argument("--other-normalization", action="store_true",
+                   help="prepare even though the unlabelled set's channel names ask for another normalisation than "
+                        "the target's plans (e.g. MRI names on a CT target): its images are normalised as the "
+                        "target's, on purpose")
     return p
 
 
@@ -32,10 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from nnssl_plugin.data.prepare import default_num_processes, prepare_unlabelled
+    from nnssl_plugin.plans import check_plans_name
+
+    check_plans_name(args.plans_name)
 
     start = time.time()
     result = prepare_unlabelled(args.d, args.t, args.c, args.p, args.plans_name,
-                                args.np if args.np is not None else default_num_processes(), args.overwrite)
+                                args.np if args.np is not None else default_num_processes(), args.overwrite,
+                                other_normalization=args.other_normalization,
+                                warn=lambda line: print(f"{PROG}: WARNING: {line}", file=sys.stderr))
     print(f"prepared {len(result.written)} case(s) in {time.time() - start:.1f} s: {result.output_folder}; "
           f"plans {result.plans_file}")
     if len(result.written) == 1:  # allowed: nnU-Net's loader samples cases with replacement

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "epoch at most)")
     p.add_argument("--c", dest="continue_training", action="store_true",
                    help="continue from the latest checkpoint (fresh start if none)")
+    p.add_argument("--take-over-lock", action="store_true",
+                   help="take over the run folder's lock left by a run on another host that is gone (a requeued "
+                        "job); a lock of a running process on this host is never taken over")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default nnU-Net's 1000); shows in the name")
     p.add_argument("--iters", type=int, default=None, help="iterations per epoch (default 250); shows in the name")
     p.add_argument("--seed", type=int, default=None, help="seed torch/numpy/python; shows in the name")
@@ -145,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     from nnssl_plugin.config import default_recipe, method_config
     from nnssl_plugin.ext_trainers import with_ext_trainer_folder
     from nnssl_plugin.recipe import run_tag
-    from nnssl_plugin.run_record import write_run_record
     from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, writable_folder
     from nnssl_plugin.plans import load_plans, resolve_configuration
     from nnssl_plugin.trainer_names import PRETRAINING_FOLD, run_folder
@@ -181,7 +183,40 @@ def main(argv: list[str] | None = None) -> int:
     results = writable_folder("nnUNet_results")  # unset or not writable: one line here, before any training
     os.environ["nnUNet_extTrainer"] = with_ext_trainer_folder(os.environ.get("nnUNet_extTrainer"))
     output = results / name / run_folder(trainer, args.p, args.configuration) / PRETRAINING_FOLD
-    write_run_record(output, recipe, heldout, options, "bf16" if args.bf16 else "amp", args.save_every)
+    from nnssl_plugin import run_lock
+
+    run_lock.acquire(output, take_over=args.take_over_lock, log=lambda line: print(f"{PROG}: {line}"))
+    try:
+        return _train(args, name, trainer, output, recipe, heldout, options)
+    finally:
+        run_lock.release(output)
+
+
+def refuse_silent_restart(output, continue_training: bool) -> None:
+    """The same command over a run that already trained is not restarted silently (repeats never overwrite each
+    other): without --c, a folder holding a checkpoint is refused, naming --c and how to start over."""
+    from pathlib import Path
+
+    if continue_training:
+        return
+    found = [f for f in ("checkpoint_final.pth", "checkpoint_latest.pth") if (Path(output) / f).is_file()]
+    if found:
+        state = "a finished" if found[0] == "checkpoint_final.pth" else "an interrupted"
+        raise NnsslError(f"{output} already holds {state} run ({found[0]}); continue it with --c, or start over by "
+                         f"removing that folder (or change --seed for a repeat in its own folder)")
+
+
+def _train(args, name, trainer, output, recipe, heldout, options) -> int:
+    import time
+
+    import torch
+
+    from nnssl_plugin.run_record import write_run_record
+
+    refuse_silent_restart(output, args.continue_training)
+    write_run_record(output, recipe, heldout, options, "bf16" if args.bf16 else "amp", args.save_every,
+                     session={"continued": bool(args.continue_training),
+                              "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     checkpoints = ("checkpoint_latest.pth", "checkpoint_final.pth")
     if args.continue_training and not any((output / f).is_file() for f in checkpoints):
         print(f"{PROG}: --c found no checkpoint in {output}; starting a fresh run")

@@ -1,8 +1,9 @@
 """Preprocess an images-only dataset with the *target's* nnU-Net plans (docs/ARCHITECTURE.md, "Data flow", step 4).
 
 nnU-Net's own preprocessing needs labels (fingerprinting, integrity checks). Here each case goes through
-nnU-Net's preprocessor (`run_case` with no segmentation: transpose, crop to nonzero, normalise with the target's
-CT statistics, resample to the target's spacing) and nnU-Net's blosc2 writer with the same chunking, so the
+nnU-Net's preprocessor (`run_case`'s image read, then `run_case_npy` with no segmentation: transpose, crop to
+nonzero, normalise with the target's CT statistics, resample to the target's spacing; a 2D image is refused for a
+3D configuration in between) and nnU-Net's blosc2 writer with the same chunking, so the
 arrays equal what nnU-Net writes for the same image and nnU-Net's dataset and loader classes read them. The
 target plans are copied into the unlabelled dataset under their own name (default `nnsslPretrainPlans`), so a
 user's own plans for that dataset are never touched. Labels that the unlabelled dataset may have are ignored.
@@ -20,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from nnssl_plugin.data.jobs import WorkerDied, run_jobs
+from nnssl_plugin.data.modality import check_modality
 from nnssl_plugin.errors import NnsslError
+from nnssl_plugin.disk_space import full_disk_is_one_line
 from nnssl_plugin.io_utils import atomic_write_json, load_json, publish_folder
 from nnssl_plugin.paths import find_dataset_name, preprocessed_folder, raw_folder
 from nnssl_plugin.plans import load_plans, plans_for_dataset, plans_path, resolve_configuration
@@ -69,6 +72,16 @@ def _channel_names(dataset_json: dict) -> dict:
     return dataset_json.get("channel_names", dataset_json.get("modality", {}))
 
 
+def single_slice(shape: tuple[int, ...], patch_dims: int) -> str | None:
+    """Why an image of spatial `shape` (as read, z-y-x) cannot go into a configuration of `patch_dims` dimensions,
+    or None: a 2D image (nnU-Net reads it as one slice) in a 3D configuration would be resampled into many identical
+    slices."""
+    if patch_dims == 3 and min(shape) == 1:
+        return (f"a 2D image (shape {'x'.join(map(str, shape))}: one slice) in a 3D configuration would become "
+                f"identical slices; remove it, or use 3D volumes")
+    return None
+
+
 def _sources(image_files: list[str]) -> list[list]:
     """What a finished case was made from: [path, size, mtime_ns] per channel file (a changed image is redone)."""
     return [[f, os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in image_files]
@@ -85,10 +98,17 @@ def _preprocess_case(identifier: str, image_files: list[str], out_stem: str, pla
     plans_manager = PlansManager(plans)
     configuration_manager = plans_manager.get_configuration(configuration)
     preprocessor = configuration_manager.preprocessor_class(verbose=False)
-    try:
-        data, seg, properties = preprocessor.run_case(image_files, None, plans_manager, configuration_manager,
-                                                      dataset_json)
+    try:  # nnU-Net's run_case (read, then run_case_npy), with a look at the image in between
+        data, properties = plans_manager.image_reader_writer_class().read_images(image_files)
     except Exception as e:  # noqa: BLE001 - unreadable/corrupt image: reported per file, other cases go on
+        return identifier, f"{type(e).__name__}: {e}".splitlines()[0], None
+    flat = single_slice(data.shape[1:], len(configuration_manager.patch_size))
+    if flat:
+        return identifier, flat, None
+    try:
+        data, seg, properties = preprocessor.run_case_npy(data, None, properties, plans_manager,
+                                                          configuration_manager, dataset_json)
+    except Exception as e:  # noqa: BLE001 - an image nnU-Net cannot preprocess: reported per file
         return identifier, f"{type(e).__name__}: {e}".splitlines()[0], None
     non_finite = int(data.size - np.count_nonzero(np.isfinite(data)))
     if non_finite:  # NaN/Inf voxels would make every loss that sees them NaN: skipped like an unreadable image
@@ -99,8 +119,9 @@ def _preprocess_case(identifier: str, image_files: list[str], out_stem: str, pla
     patch = tuple(configuration_manager.patch_size)
     blocks, chunks = comp_blosc2_params(data.shape, patch, data.itemsize)
     blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, patch, seg.itemsize)
-    nnUNetDatasetBlosc2.save_case(data, seg, properties, out_stem, chunks=chunks, blocks=blocks,
-                                  chunks_seg=chunks_seg, blocks_seg=blocks_seg)
+    with full_disk_is_one_line(out_stem + ".b2nd", needed=data.nbytes + seg.nbytes, probe=True):  # blosc2: no errno
+        nnUNetDatasetBlosc2.save_case(data, seg, properties, out_stem, chunks=chunks, blocks=blocks,
+                                      chunks_seg=chunks_seg, blocks_seg=blocks_seg)
     backward = plans_manager.transpose_backward
     shape_after_crop = [int(s) for s in properties["shape_after_cropping_and_before_resampling"]]
     fingerprint = {
@@ -174,12 +195,15 @@ def _ours_or_missing(path: Path) -> bool:
 
 def prepare_unlabelled(dataset: str | int, target: str | int, configuration: str = "3d_fullres",
                        target_plans: str = "nnUNetPlans", plans_name: str = DEFAULT_PLANS_NAME,
-                       num_processes: int = 1, overwrite: bool = False, log=print) -> PrepareResult:
+                       num_processes: int = 1, overwrite: bool = False, log=print, other_normalization: bool = False,
+                       warn=None) -> PrepareResult:
     """Preprocess raw images-only `dataset` with `target`'s plans. See the module docstring.
 
     Writes into nnUNet_preprocessed/<dataset>/: `<plans_name>.json`, the data folder of the configuration
     (`<plans_name>_<config>`), and, unless the user already has their own, `dataset.json` and
     `dataset_fingerprint.json`. Raises NnsslError (after writing every readable case) if some images failed.
+    Channel names asking for another normalisation than the target's plans are refused unless
+    `other_normalization` (`data.modality`); `warn` (default `log`) gets that module's warning line.
     """
     target_name = find_dataset_name(target, in_raw=False, in_preprocessed=True,
                                     unprepared_hint="nnUNetv2_plan_and_preprocess -d {id}")
@@ -200,12 +224,19 @@ def prepare_unlabelled(dataset: str | int, target: str | int, configuration: str
         raise NnsslError(f"{raw_json_path} not found; an nnU-Net raw dataset needs a dataset.json "
                          f"(channel_names, file_ending), e.g. from nnssl_convert_abdomenct1k")
     raw_json = load_json(raw_json_path)
+    if not isinstance(raw_json.get("file_ending"), str) or not raw_json["file_ending"]:
+        raise NnsslError(f"{raw_json_path} has no 'file_ending' (nnU-Net's raw dataset.json names the images' "
+                         f"ending, e.g. \"file_ending\": \".nii.gz\"); add it and rerun")
     channels = _channel_names(raw_json)
     if len(channels) != len(target_channels):
         raise NnsslError(f"{dataset_name} has {len(channels)} input channel(s) {list(channels.values())} but the "
                          f"target {target_name} has {len(target_channels)} {list(target_channels.values())}; "
                          f"give the unlabelled images the target's channels (same count and order) or choose a "
                          f"target with {len(channels)}")
+    warning = check_modality(dataset_name, channels, target_name, target_channels, config["normalization_schemes"],
+                             other_normalization)
+    if warning:
+        (warn or log)(warning)
     cases = list_image_cases(raw / "imagesTr", raw_json["file_ending"], len(target_channels))
 
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json

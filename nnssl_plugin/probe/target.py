@@ -68,6 +68,10 @@ def load_target(dataset: str, plans_name: str, configuration: str, fold: int) ->
     if splits_path.is_file():
         splits, source = load_json(splits_path), str(splits_path)
     else:
+        if len(identifiers) < 5:  # nnU-Net's default split (sklearn's KFold) needs a case per fold
+            raise NnsslError(f"{name} has {len(identifiers)} preprocessed case(s) and no splits_final.json: nnU-Net's "
+                             f"default split has 5 folds and needs at least 5 cases; add cases, or write your own "
+                             f"folds to {splits_path} ([{{\"train\": [...], \"val\": [...]}}, ...])")
         splits = default_splits(identifiers)
         source = "nnU-Net's default 5-fold split (splits_final.json not written yet)"
     if not 0 <= fold < len(splits):
@@ -81,17 +85,36 @@ def load_target(dataset: str, plans_name: str, configuration: str, fold: int) ->
     if not train or not val:
         raise NnsslError(f"fold {fold} of {name} has {len(train)} training and {len(val)} validation case(s); the "
                          f"probe needs both")
+    def case(key: str) -> Case:
+        return _case(cases, key, name, len(class_names), labels.ignore_label)
+
     return Target(name, folder, plans, configuration, [int(p) for p in resolved["patch_size"]], dataset_json,
                   determine_num_input_channels(pm, pm.get_configuration(configuration), dataset_json), class_names,
-                  labels.ignore_label, fold, source, len(splits), [_case(cases, k) for k in train], [_case(cases, k) for k in val])
+                  labels.ignore_label, fold, source, len(splits), [case(k) for k in train], [case(k) for k in val])
 
 
-def _case(cases, key: str) -> Case:
+def _case(cases, key: str, name: str, num_classes: int, ignore_label: int | None) -> Case:
     def load():
         data, seg, _, _ = cases.load_case(key)
-        return np.asarray(data[:], dtype=np.float32), np.asarray(seg[:])
+        return np.asarray(data[:], dtype=np.float32), labels_named(np.asarray(seg[:]), key, name, num_classes,
+                                                                    ignore_label)
 
     def load_seg():
-        return np.asarray(cases.load_case(key)[1][:])
+        return labels_named(np.asarray(cases.load_case(key)[1][:]), key, name, num_classes, ignore_label)
 
     return Case(key, load, load_seg)
+
+
+def labels_named(seg: np.ndarray, key: str, name: str, num_classes: int, ignore_label: int | None) -> np.ndarray:
+    """`seg`, checked to hold only labels dataset.json names (0 … num_classes − 1, the ignore label, and nnU-Net's
+    −1 outside the nonzero mask): another value would end the probe late in a reshape; here it is one line."""
+    if seg.size and int(seg.max()) >= num_classes:
+        values = np.unique(seg[seg >= num_classes])
+        bad = [int(v) for v in values if ignore_label is None or int(v) != ignore_label]
+        if bad:
+            raise NnsslError(f"case {key} of {name} holds label(s) {bad[:5]} that dataset.json's labels do not name "
+                             f"(0-{num_classes - 1}"
+                             + (f", ignore {ignore_label}" if ignore_label is not None else "")
+                             + "); add them to dataset.json's labels and rerun nnUNetv2_plan_and_preprocess, or fix "
+                               "the segmentation")
+    return seg

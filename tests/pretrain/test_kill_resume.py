@@ -207,3 +207,28 @@ def test_fine_tuning_killed_mid_epoch_resumes_from_its_last_checkpoint(world, tm
     logs = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file()
     assert logs.count("Epoch 2 \n") == 2 and logs.count("Epoch 1 \n") == 1, "resumed at epoch 2, nothing else redone"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_with_loader_workers_stops_cleanly_without_a_worker_traceback(world, tmp_path):
+    """With two loader workers (nnUNet_n_proc_DA=2) a SIGTERM ends the run with its one stop line and exit code
+    128 + 15: no batchgenerators traceback (the results thread's receive cut off by the workers' exit,
+    nnssl_plugin/loader_shutdown.py) and no worker left behind."""
+    argv = ["-d", "990", "-m", "moco", "-c", "3d_cpu", "-device", "cpu", "--epochs", "2", "--iters", "3"]
+    env = {**_env(world, tmp_path), "nnUNet_n_proc_DA": "2"}
+    result = _run_killed({"at": "signal", "epoch": 1, "step": 2, "module": "nnssl_plugin.pretrain.trainer",
+                          "cls": "nnsslPretrainer", "entry": "nnssl_pretrain", "argv": argv, "signal": "SIGTERM"},
+                         env, 128 + signal.SIGTERM)
+    assert "SIGTERM received: stopped during epoch 1;" in result.stdout
+    assert "Traceback" not in result.stderr and "Exception in" not in result.stderr, result.stderr[-3000:]
+    ours = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p).startswith(sys.executable)
+            and json.dumps(argv) in _cmdline(p)]
+    assert ours == [], "no loader worker of the stopped run is left"
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
