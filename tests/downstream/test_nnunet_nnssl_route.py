@@ -8,12 +8,14 @@ the plugin's own nnunetv2 stays the release. The archive is found through NNSSL_
 `shared/vendor/nnUNet-0e495086.tar.gz` beside one of the checkout's parent folders; without it the tests skip,
 saying so.
 
-Forward: an export of ours (a 2-step `moco_zca` pretraining at `3d_fullres`, the only configuration that route's
-planners write, on a phantom small enough that nnU-Net plans a CPU-size `3d_fullres`) planned by
+Forward: an export of ours (conftest's `exported`: a 4-step `moco_zca` pretraining at `3d_cpu`, exported again onto
+a plans file whose only configuration, `3d_fullres`, is the session's `3d_cpu`: the route's planners read
+`3d_fullres` only, and nnU-Net's own `3d_fullres` of the phantom is no CPU size) planned by
 `nnUNetv2_plan_like_dynamic`, fine-tuned 4 steps by `nnUNetv2_train_pretrained` through a test-only subclass of
 `DynamicPretrainedTrainer` (tests/downstream/nnssl_route_trainers.py, copied into the unpacked copy: that command
 looks trainers up there only) that saves the network right after the pretrained weights are loaded; every encoder
-tensor of the export must be in it, bit for bit, and the trainer's final validation predicts the cases.
+tensor of the export must be in it, bit for bit. In place of its final validation the trainer predicts the held-out
+case from its raw image with nnU-Net's predictor (`nnUNetv2_predict` fails on that route's trainers).
 
 Reverse: a checkpoint in nnssl's layout (the fixture of tests/downstream/test_nnssl_format.py: a CPU-size
 ResidualEncoderUNet) read by `nnUNetv2_preprocess_like_nnssl` as it reads an OpenMind checkpoint, and the same file
@@ -80,6 +82,23 @@ def vendored(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture
+def tidy_991(world):
+    """Removes afterwards what a test wrote into the session world's Dataset991 folder (plans files that carry
+    `pretrain_info`, weights, the route's preprocessed data): tests that copy that folder count the exports in it
+    (tests/downstream/test_train_without_p_e2e.py). nnU-Net's splits_final.json stays (the same for every test)."""
+    folder = world.preprocessed / LAB
+    before = set(folder.iterdir())
+    yield
+    for path in set(folder.iterdir()) - before:
+        if path.name == "splits_final.json":
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def test_the_archive_is_found_through_the_variable_or_a_parent_folders_shared_vendor(tmp_path, monkeypatch):
     monkeypatch.delenv(ARCHIVE_VAR, raising=False)
     checkout = tmp_path / "ci" / "clone" / "tests" / "downstream" / "test_x.py"
@@ -125,7 +144,7 @@ def write_route_base_plans(world: World) -> dict:
 
 
 @pytest.mark.slow
-def test_an_export_of_ours_through_nnunets_own_nnssl_route(vendored, exported):
+def test_an_export_of_ours_through_nnunets_own_nnssl_route(vendored, exported, tidy_991):
     world = exported
     base = write_route_base_plans(world)
     exported_line = world.run("nnssl_export", "-d", "990", "-m", "moco_zca", "-t", "991", "-p", ROUTE_BASE, "-c",
@@ -202,8 +221,8 @@ torch.save(net.state_dict(), sys.argv[3])
 
 
 @pytest.mark.slow
-def test_an_nnssl_layout_checkpoint_through_the_routes_planner_and_through_ours(vendored, world_resenc, tmp_path,
-                                                                               monkeypatch):
+def test_an_nnssl_layout_checkpoint_through_the_routes_planner_and_through_ours(vendored, world_resenc, tidy_991,
+                                                                               tmp_path, monkeypatch):
     from test_nnssl_format import _nnssl_checkpoint
 
     from nnssl_plugin.export import build_planned_network, matches_prefixes
