@@ -5,7 +5,11 @@ Not imported by the plugin or by pytest: the test copies this file into the unpa
 trainers up (it ignores `nnUNet_extTrainer`). The trainers are the route's own with a CPU-test length (the route's
 defaults: 1,000 epochs with a 50-epoch warm-up) and one addition: right after the route has loaded the pretrained
 weights, and before the first step, the network's state dict is saved as `initial_state.pth` in the output folder,
-so the test can compare it with the export tensor by tensor.
+so the test can compare it with the export tensor by tensor. And the final validation is replaced by what
+`nnUNetv2_predict` would do, which fails on the route's trainers (docs/NNSSL_ROUTE.md): nnU-Net's predictor on
+the raw images of the fold's held-out cases, from preprocessing to the exported segmentation, in this process
+(`predict_from_files_sequential`: no worker processes to start, the costly part of a CPU test's validation) and
+without mirroring (one forward per window instead of eight; as the route's own `_nomirroring` trainers).
 """
 import os
 
@@ -17,6 +21,7 @@ from nnunetv2.training.nnUNetTrainer.pretraining.pretrainedTrainer import Pretra
 EPOCHS = 1
 ITERATIONS = 4  # steps per epoch: EPOCHS x ITERATIONS <= 10
 INITIAL_STATE = "initial_state.pth"
+PREDICTED = "predicted"  # the held-out cases' segmentations, <case>.nii.gz, in the output folder
 
 
 def _shorten(trainer) -> None:
@@ -33,6 +38,27 @@ def _save_initial_state(trainer) -> None:
     torch.save(state, os.path.join(trainer.output_folder, INITIAL_STATE))
 
 
+def _predict_held_out(trainer) -> None:
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.paths import nnUNet_raw
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+    _, held_out = trainer.do_split()
+    trainer.network.eval()
+    predictor = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False, device=trainer.device,
+                                allow_tqdm=False)
+    predictor.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager,
+                                    [trainer.network.state_dict()], trainer.dataset_json, type(trainer).__name__,
+                                    None)
+    raw = get_filenames_of_train_images_and_targets(os.path.join(nnUNet_raw, trainer.plans_manager.dataset_name),
+                                                    trainer.dataset_json)
+    out = os.path.join(trainer.output_folder, PREDICTED)
+    os.makedirs(out, exist_ok=True)
+    predictor.predict_from_files_sequential([raw[k]["images"] for k in held_out],
+                                            [os.path.join(out, k) for k in held_out])
+    trainer.print_to_log_file(f"predicted {len(held_out)} held-out case(s) into {out}")
+
+
 class DynamicPretrainedTrainer_nnsslTest(DynamicPretrainedTrainer):
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -41,6 +67,9 @@ class DynamicPretrainedTrainer_nnsslTest(DynamicPretrainedTrainer):
     def initialize(self):
         super().initialize()
         _save_initial_state(self)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        _predict_held_out(self)
 
 
 class PretrainedTrainer_nnsslTest(PretrainedTrainer):
@@ -51,3 +80,6 @@ class PretrainedTrainer_nnsslTest(PretrainedTrainer):
     def initialize(self):
         super().initialize()
         _save_initial_state(self)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        _predict_held_out(self)
