@@ -1,7 +1,8 @@
 """Every command line the README and docs/USAGE.md show can be typed as shown: each `nnssl_*` line parses with the
 parser of its own console script (placeholders such as `<run folder>` or `D` substituted), and each `nnUNetv2_*`
 line names a console script nnU-Net installs. Command lines are taken from fenced code blocks and from inline code
-spans that hold a whole command (synopses with `[optional]` parts are the parser's help, not command lines)."""
+spans that hold a whole command with arguments (a bare name is a name; synopses with `[optional]` parts are the
+parser's help, not command lines)."""
 from __future__ import annotations
 
 import importlib
@@ -17,9 +18,11 @@ DOCS = [ROOT / "README.md", ROOT / "docs" / "USAGE.md"]
 
 # a command starts at the line's start, after `$(`, `srun`, `&&`, `||`, `;` or `|`, and ends before `#`, `)`, `"`,
 # a shell operator or the end of the line
-COMMAND = re.compile(r"(?:^|\$\(|\bsrun\s|&&|\|\||;)\s*((?:nnssl|nnUNetv2)_\w+(?:[^#;&|)\"`]*))")
+COMMAND = re.compile(r"(?:^|\$\(|\bsrun\s|&&|\|\||;)\s*((?!nnssl_plugin\b)(?:nnssl|nnUNetv2)_\w+(?=[\s)\"]|$)"
+                     r"(?:[^#;&|)\"`]*))")
 PLACEHOLDERS = [  # what a reader would type for each placeholder the docs use
     (re.compile(r"<[^>]*(?:id|ds|dataset|labelled|target|unlabelled)[^>]*>", re.I), "991"),
+    (re.compile(r"<method>"), "hier"),
     (re.compile(r"<[^>]*>"), "x"),
     (re.compile(r"(?<=\s)\.\.\.(?=\s|$)"), "x"),
 ]
@@ -32,7 +35,8 @@ def _code_texts(text: str) -> list[str]:
     for block in re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S):
         texts += block.replace("\\\n", " ").splitlines()
     outside = re.sub(r"```[a-z]*\n.*?```", "", text, flags=re.S)
-    texts += [span for span in re.findall(r"`([^`\n]+)`", outside) if not re.search(r"[\[{…]", span)]
+    texts += [span for span in re.findall(r"`([^`\n]+)`", outside)  # a bare name is a name, not a command line
+              if " " in span.strip() and not re.search(r"[\[{…]", span)]
     return texts
 
 
