@@ -105,3 +105,20 @@ def test_prepare_2d_after_3d_adds_the_2d_data_and_keeps_the_3d(in_world, capsys)
     finally:
         shutil.rmtree(in_world.raw / "Dataset986_TwoConfigs", ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
+
+
+def test_a_run_shorter_than_the_warm_up_says_so_once_in_one_line():
+    from nnssl_plugin.schedules import recipe_lr, warmup_line
+
+    line = warmup_line(1e-2, 100, 11)
+    assert line.startswith("WARNING: this run (11 steps) is shorter than the warm-up (100 steps)")
+    assert f"ends at {recipe_lr(10, 11, 1e-2, 100, 'constant'):.3g} instead of the peak 0.01" in line  # 0.0011
+    assert "WARNING" not in warmup_line(1e-2, 100, 1000) and "100 of 1000 steps" in warmup_line(1e-2, 100, 1000)
+    assert "no warm-up" in warmup_line(3e-4, 0, 10)
+
+
+def test_the_final_validation_s_mirroring_cost_is_said_with_the_variant_that_skips_it():
+    from nnssl_plugin.nnunet_trainers.ssl_trainers import tta_cost_line
+
+    line = tta_cost_line("nnUNetTrainerSSLInit_2epochs", (0, 1, 2))
+    assert "8 network passes per window" in line and "nnUNetTrainerSSLInit_2epochs_noTTA" in line

@@ -27,7 +27,7 @@ def test_demo_runs_every_stage_and_prints_the_probe_and_dice_tables(tmp_path):
     for seed in (0, 1):
         run = (work / "nnUNet_results" / "Dataset990_PhantomUnlabelled" /
                f"nnsslPretrainer_hier_1epochs_3iters_seed{seed}__nnsslPretrainPlans__3d_cpu" / "fold_all")
-        assert (run / "ssl_weights.pth").is_file() and (run / "spectrum.png").is_file()
+        assert (run / "ssl_weights.pth").is_file() and (run / "progress.png").is_file()
     assert "pretext top-1" in result.stdout
     table = (work / "demo_table.md").read_text()
     assert table in result.stdout

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[method, seed] = (results / "Dataset990_PhantomUnlabelled" /
                                   trainer_names.run_folder(trainer, "nnsslPretrainPlans", "3d_cpu") / "fold_all")
             print(f"  seed {seed}: {_last_epoch_line(runs[method, seed])}")
-        print(f"  plots: {runs[method, seeds[0]] / 'progress.png'}, {runs[method, seeds[0]] / 'spectrum.png'}")
+        print(f"  plot: {runs[method, seeds[0]] / 'progress.png'}")
 
     stages.next()
     scores: dict[str, list[list[float]]] = {}
