@@ -122,3 +122,26 @@ def test_the_final_validation_s_mirroring_cost_is_said_with_the_variant_that_ski
 
     line = tta_cost_line("nnUNetTrainerSSLInit_2epochs", (0, 1, 2))
     assert "8 network passes per window" in line and "nnUNetTrainerSSLInit_2epochs_noTTA" in line
+
+
+def test_one_tensor_count_in_the_export_report_and_the_trainer_log():
+    """The export counts the target network's tensors; the trainer's network also holds moco_zca's whitening, which
+    comes from the export: both say the same "N pretrained tensors, M freshly initialised"."""
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    from torch import nn
+
+    from nnssl_plugin.export import fresh_keys, transfer
+    from nnssl_plugin.modules.whitening import attach_bottleneck_whitening
+
+    def unet():
+        return PlainConvUNet(1, 3, [4, 8, 16], nn.Conv3d, 3, [1, 2, 2], 2, 3, [2, 2], True, nn.InstanceNorm3d,
+                             {"eps": 1e-5, "affine": True}, None, None, nn.LeakyReLU, {"inplace": True})
+
+    pretrained = {k: v for k, v in unet().state_dict().items() if k.startswith("encoder.")}
+    _, report = transfer(unet().state_dict(), pretrained, ["encoder.stages"])
+    trainer_network = attach_bottleneck_whitening(unet(), groups=2, channels_per_group=8)
+    loaded = [*report.transferred, "bottleneck_whitening.mean", "bottleneck_whitening.w"]
+    assert len(fresh_keys(trainer_network.state_dict(), loaded)) == len(report.fresh) > 0
+    assert report.summary("moco_zca").startswith(f"{len(report.transferred)} pretrained tensors, ")
+    assert report.summary("random").startswith(f"{len(report.transferred)} random-init tensors (the baseline, not "
+                                               f"pretrained)")
