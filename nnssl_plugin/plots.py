@@ -3,6 +3,7 @@ figure of nnssl_spectrum."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import matplotlib
@@ -217,23 +218,42 @@ def curve_styles(names: list[str]) -> dict[str, tuple[int, str]]:
     return styles
 
 
-def plot_spectrum(spectra: dict[str, np.ndarray], ranks: dict[str, float], path: str | os.PathLike,
-                  title: str = "") -> None:
+def legend_name(name: str, width: int = 56) -> str:
+    """A short legend entry for a spectrum curve: `nnsslPretrainer_moco_zca_3epochs_seed0 (moco_zca, raw)` ->
+    `moco_zca_3epochs_seed0, raw` (the trainer prefix and a repeated method dropped), cut to `width` characters."""
+    match = re.fullmatch(r"(.*) \((.+), (raw|whitened)\)", name)
+    if match:
+        label, method, representation = match.groups()
+        label = label.removeprefix("nnsslPretrainer_")
+        name = f"{label if label.startswith(method) else f'{method} {label}'}, {representation}"
+    return name if len(name) <= width else f"{name[:width - 12]}…{name[-11:]}"
+
+
+def spectrum_figure(spectra: dict[str, np.ndarray], ranks: dict[str, float], title: str = "",
+                    normalise: bool = False):
     """Sorted singular values of the embedding covariance (log scale), one curve per representation, one colour
-    per method and representation."""
-    fig, ax = plt.subplots(figsize=(14 if len(spectra) > 6 else 9, 6.5))
+    per method and representation, short legend entries with the effective rank. `normalise`: each curve divided by
+    its largest value, so curves of different scale (a whitened embedding's is ~1 per direction) compare by shape."""
+    fig, ax = plt.subplots(figsize=(12, 6), layout="constrained")
     colours = plt.get_cmap("tab10" if len({curve_group(n) for n in spectra}) <= 10 else "tab20").colors
     for name, (colour, style) in curve_styles(list(spectra)).items():
         values = np.clip(np.asarray(spectra[name], dtype=np.float64), 1e-12, None)
+        if normalise:
+            values = np.clip(values / values[0], 1e-12, None)
         ax.plot(np.arange(1, len(values) + 1), np.log10(values), style, color=colours[colour % len(colours)],
-                label=f"{name} (effective rank {ranks[name]:.1f})", linewidth=2)
+                label=f"{legend_name(name)} (rank {ranks[name]:.1f})", linewidth=2)
     ax.set_xlabel("singular value rank")
-    ax.set_ylabel("log10 singular value of the embedding covariance")
+    ax.set_ylabel("log10 singular value / largest" if normalise else
+                  "log10 singular value of the embedding covariance")
     ax.set_title(title)
-    if len(spectra) > 6:  # beside the axes: a long legend would hide the curves
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    else:
-        ax.legend()
-    fig.tight_layout()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, off the curves
+    return fig
+
+
+def plot_spectrum(spectra: dict[str, np.ndarray], ranks: dict[str, float], path: str | os.PathLike,
+                  title: str = "", normalise: bool = False) -> None:
+    """`spectrum_figure` written to `path`."""
+    fig = spectrum_figure(spectra, ranks, title, normalise)
     fig.savefig(path)
     plt.close(fig)

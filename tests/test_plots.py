@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 
-from nnssl_plugin.plots import (curve_group, curve_styles, defined, distinct_colours, plot_progress, plot_spectrum,
-                                progress_figure)
+from nnssl_plugin.plots import (curve_group, curve_styles, defined, distinct_colours, legend_name, plot_progress,
+                                plot_spectrum, progress_figure, spectrum_figure)
 
 NAMES = ["random init", "run_moco_seed0 (moco, raw)", "run_moco_seed1 (moco, raw)",
          "run_zca_seed0 (moco_zca, raw)", "run_zca_seed0 (moco_zca, whitened)", "run_zca_seed1 (moco_zca, raw)"]
@@ -30,6 +30,19 @@ def test_plot_is_written(tmp_path):
     spectra = {n: np.linspace(1, 0.01, 8) for n in NAMES}
     plot_spectrum(spectra, {n: 3.0 for n in NAMES}, tmp_path / "s.png", title="t")
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_spectrum_legends_are_short_and_normalised_curves_start_at_one():
+    long = "nnsslPretrainer_moco_zca_40epochs_25iters_seed0_r34f30443 (moco_zca, whitened)"
+    assert legend_name(long) == "moco_zca_40epochs_25iters_seed0_r34f30443, whitened"
+    assert legend_name("model_final (nnssl, raw)") == "nnssl model_final, raw" and legend_name("random init") == \
+        "random init"
+    assert len(legend_name("x" * 80 + " (moco, raw)")) == 56
+    spectra = {"random init": np.array([50.0, 5.0, 0.5]), long: np.array([1.1, 1.0, 0.9])}  # whitened: ~1 each
+    fig = spectrum_figure(spectra, {n: 2.0 for n in spectra}, normalise=True)
+    lines = _lines(fig)
+    assert {label.split(" (rank")[0] for label in lines} == {"random init", legend_name(long)}
+    assert all(y[0] == 0.0 for _, y in lines.values()), "each curve divided by its largest value"
 
 
 def _log(epochs: int, heldout_every: int | None, probe_every: int | None = None) -> dict:
