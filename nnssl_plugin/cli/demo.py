@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         levels[f"random ({level})"] = level
         probes += [(f"random ({level})", ["random", "--levels-like", level], s) for s in seeds]
     probes += [(m, [str(runs[m, s])], s) for m in methods for s in seeds]
+    inits = dict.fromkeys(init for init, _, _ in probes)
+    scores.update({init: [] for init in sorted(inits, key=lambda i: i.startswith("random"))})  # the table: methods first
     for i, (init, source, seed) in enumerate(probes, 1):
         out = work / "probe" / f"{init.replace(' (', '_').rstrip(')')}_seed{seed}.json"
         with _to_log(logs / f"probe_{out.stem}.log"):
