@@ -56,7 +56,11 @@ def test_demo_runs_every_stage_and_prints_the_probe_and_dice_tables(tmp_path):
         summary = next((work / "nnUNet_results" / "Dataset991_PhantomBTCV").glob(
             f"{trainer}_1epochs_2iters_seed0_noTTA__{plans}__3d_cpu/fold_*/validation/summary.json"))
         assert row[2] == f"{json.loads(summary.read_text())['foreground_mean']['Dice']:.3f}"
-    assert "the real study" not in result.stdout and "The journey" in result.stdout
+    assert "the real study" not in result.stdout and "Your own data: the journey" in result.stdout
+    for seed in (0, 1):  # random init probed first: each run's probe reads its reference from the cache
+        assert "vs random init on the same levels (decoder) and seed" in (work / "logs" / f"probe_hier_seed{seed}.log"
+                                                                        ).read_text().split("(cached: ")[0]
+        assert "(cached: random.probe__" in (work / "logs" / f"probe_hier_seed{seed}.log").read_text()
 
 
 def test_demo_refuses_a_work_dir_that_is_not_its_own(tmp_path):
