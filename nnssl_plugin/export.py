@@ -36,10 +36,25 @@ class TransferReport:
     warnings: list[str] = field(default_factory=list)  # one line each, for the CLI to print
     route_line: str = ""  # what nnU-Net's own nnssl route keeps of the export (`route_line`)
 
-    def summary(self) -> str:
+    def summary(self, method: str | None = None) -> str:
         adapted = f", {len(self.adapted)} adapted from 1 input channel" if self.adapted else ""
-        return (f"{len(self.transferred)} tensors transferred{adapted}, {len(self.fresh)} freshly initialised, "
+        return (f"{pretrained_count(len(self.transferred), method)}{adapted}, {len(self.fresh)} freshly initialised, "
                 f"{len(self.skipped)} skipped")
+
+
+def pretrained_count(count: int, method: str | None) -> str:
+    """How many tensors came from the source, in the words the export and the trainers both use: the random-init
+    baseline's are not called pretrained."""
+    if method == "random":
+        return f"{count} random-init tensors (the baseline, not pretrained)"
+    return f"{count} pretrained tensors"
+
+
+def fresh_keys(state_keys, loaded_keys) -> list[str]:
+    """The tensors of a network that no file provided: one definition for the export's report and the trainer's log.
+    `decoder.encoder.*` are aliases of `encoder.*` (the same tensors), never counted twice."""
+    loaded = set(loaded_keys)
+    return [k for k in state_keys if k not in loaded and not k.startswith("decoder.encoder.")]
 
 
 def sha256_of(path: str | Path) -> str:
@@ -114,7 +129,7 @@ def transfer(target_state: dict[str, torch.Tensor], pretrained: dict[str, torch.
     if missing:
         raise NnsslError(f"the pretrained weights lack {len(missing)} tensor(s) the target's {prefixes} need, e.g. "
                          f"{missing[0]}; the pretraining and target architectures differ")
-    report.fresh = [k for k in state if k not in report.transferred and not k.startswith("decoder.encoder.")]
+    report.fresh = fresh_keys(state, report.transferred)
     return state, report
 
 

@@ -9,7 +9,7 @@ import torch
 
 from nnssl_plugin.checkpoints import safe_load
 from nnssl_plugin.errors import NnsslError
-from nnssl_plugin.export import matches_prefixes, sha256_of
+from nnssl_plugin.export import fresh_keys, matches_prefixes, pretrained_count, sha256_of
 from nnssl_plugin.pretrained import architecture_hash
 from nnssl_plugin.weights_size import refuse_oversized
 
@@ -65,9 +65,10 @@ def load_exported_weights(plans: dict, architecture: dict, num_input_channels: i
         state["bottleneck_whitening.mean"] = payload["whitening"]["mean"]
         state["bottleneck_whitening.w"] = payload["whitening"]["w"]
     unet.load_state_dict(state, strict=True)
-    fresh = len([k for k in state if not matches_prefixes(k, prefixes) and not k.startswith("decoder.encoder.")])
-    message = (f"loaded {path} ({payload['method']}): {len(pretrained)} pretrained tensors under {prefixes}, "
-               f"{fresh} freshly initialised" + ("; bottleneck whitening applied" if payload.get("whitening") else ""))
+    whitening = ["bottleneck_whitening.mean", "bottleneck_whitening.w"] if payload.get("whitening") is not None else []
+    fresh = len(fresh_keys(state, [*pretrained, *whitening]))  # the export's report counts the same way
+    message = (f"loaded {path} ({payload['method']}): {pretrained_count(len(pretrained), payload['method'])} under "
+               f"{prefixes}, {fresh} freshly initialised" + ("; bottleneck whitening applied" if whitening else ""))
     return {k: v.detach().cpu().clone() for k, v in pretrained.items()}, message
 
 

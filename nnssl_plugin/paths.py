@@ -68,12 +68,13 @@ def _names_with_id(folder: Path, dataset_id: int) -> set[str]:
 
 
 def find_dataset_name(dataset: str | int, in_raw: bool = True, in_preprocessed: bool = True,
-                      unprepared_hint: str | None = None) -> str:
+                      unprepared_hint: str | None = None, flag: str = "-d", role: str | None = None) -> str:
     """Resolve `-d` (an id like 990 or a full name like Dataset990_Phantom) to the dataset's folder name.
 
     Looks in nnUNet_raw and/or nnUNet_preprocessed, as nnU-Net does. Errors name where it looked. With
     `unprepared_hint` (a command with `{id}`), a dataset looked for only in nnUNet_preprocessed that exists only in
-    nnUNet_raw gets an error naming that command instead.
+    nnUNet_raw gets an error naming that command instead. `flag` and `role` (e.g. "-t", "the labelled target planned
+    with nnUNetv2_plan_and_preprocess") name the option the value came from in the errors.
     """
     text = str(dataset)
     if _DATASET_RE.match(text):
@@ -81,7 +82,8 @@ def find_dataset_name(dataset: str | int, in_raw: bool = True, in_preprocessed: 
     try:
         dataset_id = int(text)
     except ValueError:
-        raise NnsslError(f"-d {text!r} is neither a dataset id (e.g. 990) nor a name like Dataset990_Phantom") from None
+        raise NnsslError(f"{flag} {text!r} is neither a dataset id (e.g. 990) nor a name like "
+                         f"Dataset990_Phantom") from None
     roots = []
     if in_raw:
         roots.append(("nnUNet_raw", raw_folder()))
@@ -95,11 +97,12 @@ def find_dataset_name(dataset: str | int, in_raw: bool = True, in_preprocessed: 
                              f"{unprepared_hint.format(id=dataset_id)} first")
     if not names:
         where = " or ".join(f"{var} ({folder})" for var, folder in roots)
-        raise NnsslError(f"unknown dataset id {dataset_id}: no Dataset{dataset_id:03d}_* folder in {where}; "
-                         f"check -d, or convert the dataset first (nnssl_demo_data, nnssl_convert_btcv, ...)")
+        fix = (f"check {flag}: it names {role}" if role else
+               f"check {flag}, or convert the dataset first (nnssl_demo_data, nnssl_convert_btcv, ...)")
+        raise NnsslError(f"unknown dataset id {dataset_id}: no Dataset{dataset_id:03d}_* folder in {where}; {fix}")
     if len(names) > 1:
         raise NnsslError(f"dataset id {dataset_id} is ambiguous: {', '.join(sorted(names))}; "
-                         f"pass the full name with -d or remove one of them")
+                         f"pass the full name with {flag} or remove one of them")
     return names.pop()
 
 

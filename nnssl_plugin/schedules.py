@@ -76,3 +76,16 @@ class StepwiseLRScheduler(_LRScheduler):
     def advance(self) -> None:
         self.global_step += 1
         self._set()
+
+
+def warmup_line(peak_lr: float, warmup_steps: int, total_steps: int) -> str:
+    """The one log line on the warm-up of `recipe_lr`: how long it is, and a warning when the run is shorter than
+    the warm-up (the learning rate then never reaches its peak: it ends at peak·total/warmup)."""
+    if warmup_steps <= 0:
+        return f"learning rate: no warm-up, peak {peak_lr:g} from the first step"
+    if total_steps < warmup_steps:
+        last = recipe_lr(total_steps - 1, total_steps, peak_lr, warmup_steps, "constant")
+        return (f"WARNING: this run ({total_steps} steps) is shorter than the warm-up ({warmup_steps} steps): the "
+                f"learning rate never leaves the warm-up and ends at {last:.3g} instead of the peak {peak_lr:g}; run "
+                f"longer (--epochs, --iters) or shorten the warm-up (--warmup)")
+    return f"learning rate: linear warm-up over the first {warmup_steps} of {total_steps} steps to the peak {peak_lr:g}"

@@ -21,9 +21,14 @@ class SSLLocalLogger(LocalLogger):
         super().__init__(verbose)
         for key in (*loss_terms, *SSL_KEYS):
             self.my_fantastic_logging[key] = []
+        # what the figure needs beyond the logged values, set by the trainer (not checkpointed: recomputed each run)
+        self.title = ""  # method, dataset, configuration
+        self.rank_limits: dict[str, int] = {}  # representation -> largest possible effective rank
+        self.term_starts: dict[str, float] = {}  # loss term -> x position (epochs) where it started
 
     def plot_progress_png(self, output_folder: str) -> None:
-        plot_progress(self.my_fantastic_logging, f"{output_folder}/progress.png")
+        plot_progress(self.my_fantastic_logging, f"{output_folder}/progress.png", self.title, self.rank_limits,
+                      self.term_starts)
 
 
 def log_heldout(logger, epoch: int, values: dict | None) -> None:

@@ -152,6 +152,8 @@ class SSLDownstreamTrainer(nnUNetTrainer):
         if not self.validation_mirroring:  # after checkpoint_final is written: nnUNetv2_predict still mirrors
             self.inference_allowed_mirroring_axes = None
             self.print_to_log_file("final validation without test-time mirroring (_noTTA)")
+        elif self.inference_allowed_mirroring_axes:
+            self.print_to_log_file(tta_cost_line(type(self).__name__, self.inference_allowed_mirroring_axes))
         super().perform_actual_validation(save_probabilities)
 
     def save_checkpoint(self, filename: str) -> None:
@@ -187,6 +189,12 @@ class nnUNetTrainerSSLScratch(SSLDownstreamTrainer):
 
     @classmethod
     def pretrained_weights_refusal(cls, weights_file: str, plans: dict, configuration: str) -> str:
+        export_plans = export_plans_of(weights_file)
+        if export_plans is not None:  # already an export of nnssl_export: re-exporting it would change nothing
+            return (f"-pretrained_weights is not taken by the plugin's trainers (nnU-Net would unpickle "
+                    f"{weights_file} without restriction and skip the plugin's checks); {weights_file} is the "
+                    f"weights of the export '{export_plans}': train with -p {export_plans} instead of "
+                    f"-pretrained_weights")
         command = export_command(plans, configuration)
         return (f"-pretrained_weights is not taken by the plugin's trainers ({cls.__name__} is the "
                 f"random-initialisation baseline; nnU-Net would unpickle {weights_file} without restriction and "
@@ -241,6 +249,12 @@ class nnUNetTrainerSSLInit(SSLDownstreamTrainer):
 
     @classmethod
     def pretrained_weights_refusal(cls, weights_file: str, plans: dict, configuration: str) -> str:
+        export_plans = export_plans_of(weights_file)
+        if export_plans is not None:  # already an export of nnssl_export: re-exporting it would change nothing
+            return (f"-pretrained_weights is not taken by the plugin's trainers (nnU-Net would unpickle "
+                    f"{weights_file} without restriction and skip the plugin's checks); {weights_file} is the "
+                    f"weights of the export '{export_plans}': train with -p {export_plans} instead of "
+                    f"-pretrained_weights")
         command = export_command(plans, configuration)
         return (f"-pretrained_weights is not taken by the plugin's trainers (nnU-Net would unpickle {weights_file} "
                 f"without restriction and skip the plugin's checks); export the weights with {command} "
@@ -261,6 +275,30 @@ class nnUNetTrainerSSLInit(SSLDownstreamTrainer):
         return bool(self.logger.resume) and any(
             os.path.isfile(os.path.join(self.output_folder, f))
             for f in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"))
+
+
+def tta_cost_line(trainer_name: str, axes) -> str:
+    """The one log line that announces what nnU-Net's final validation with test-time mirroring costs: every
+    sliding window is predicted once per subset of the mirroring axes, 2^len(axes) passes."""
+    passes = 2 ** len(tuple(axes))
+    return (f"final validation with test-time mirroring over axes {tuple(axes)}: {passes} network passes per window, "
+            f"about {passes}x the time of a validation without it (minutes per case on a CPU); the trainer "
+            f"{trainer_name}_noTTA skips the mirroring (nnUNetv2_predict still mirrors)")
+
+
+def export_plans_of(weights_file: str) -> str | None:
+    """The plans name of the export whose weights file `weights_file` is (`<plans>_weights.pth` beside `<plans>.json`
+    whose `pretrain_info` names that file), else None. Only the JSON is read; the weights file is not opened."""
+    path = Path(weights_file)
+    if not path.name.endswith("_weights.pth"):
+        return None
+    plans_name = path.name[: -len("_weights.pth")]
+    try:
+        info = json.loads(path.with_name(f"{plans_name}.json").read_text()).get("pretrain_info") or {}
+    except (OSError, ValueError):
+        return None
+    named = Path(str(info.get("weights", "")))
+    return plans_name if named.name == path.name else None
 
 
 class nnUNetTrainerSSLFrozenEncoder(nnUNetTrainerSSLInit):

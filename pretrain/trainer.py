@@ -4,7 +4,7 @@
 `nnsslPretrainer` is an nnUNetTrainer run on fold `all`: nnU-Net's epochs, checkpoints, `--c`, AMP, DDP and logs.
 It swaps the network (the planned U-Net, or its encoder, wrapped with the method's heads, one `self.network`), the
 data loader (two views per case), train/validation steps and epoch logging (SSL losses, pretext top-1, effective rank),
-writes `spectrum.png` and the target-agnostic pretrained weights at the end, and skips nnU-Net's segmentation
+writes the target-agnostic pretrained weights at the end, and skips nnU-Net's segmentation
 validation. With `--eval-target` it runs the held-out hook (nnssl_plugin.heldout) and, with `--probe-every`, the online
 probe (nnssl_plugin.probe.online). Method and run length come from class attributes set by `registry` (a variant is
 a config).
@@ -38,13 +38,12 @@ from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.families import family_of
 from nnssl_plugin.intensity import unit_ranges
 from nnssl_plugin.modules.network_protocol import PlanContext
-from nnssl_plugin.ops.rank import effective_rank, singular_spectrum
-from nnssl_plugin.plots import plot_spectrum
+from nnssl_plugin.ops.rank import effective_rank
 from nnssl_plugin.run_record import (check_resumed_recipe, read_run_record, refuse_other_method, run_settings,
                                      write_run_record)
-from nnssl_plugin.schedules import StepwiseLRScheduler
+from nnssl_plugin.schedules import StepwiseLRScheduler, warmup_line
 from nnssl_plugin.pretrained import WEIGHTS_FILE, plans_identity, pretrained_payload, write_pretrained_weights
-from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator
+from nnssl_plugin.heldout import HeldoutConfig, HeldoutEvaluator, bottleneck_channels
 from nnssl_plugin.io_utils import atomic_write_json
 from nnssl_plugin.loader_shutdown import QuietlyFinishingAugmenter
 from nnssl_plugin.memory import peak_memory_line
@@ -131,6 +130,8 @@ class nnsslPretrainer(nnUNetTrainer):
         self.print_to_log_file(f"nnssl pretraining: {self.method_config}")
         self.print_to_log_file(f"network: {self.ssl_network.summary()}")
         self.print_to_log_file(f"optimiser recipe: {self.recipe} (batch size {self.batch_size})")
+        self.print_to_log_file(warmup_line(self.recipe.lr, self.recipe.warmup_steps,
+                                           self.num_epochs * self.num_iterations_per_epoch))
 
     def _check_enough_cases(self) -> None:
         """Refuse, in one line, a set of fewer cases than the family's network needs (`min_cases`: the MoCo family
@@ -201,6 +202,7 @@ class nnsslPretrainer(nnUNetTrainer):
         if resumed:  # --c: continue the random streams where the checkpoint left them
             restore_rng(self._pending_rng_state, self.print_to_log_file)
             self._pending_rng_state = None
+        self.logger.local_logger.title = self._figure_title()
         if self.heldout_settings is not None:  # every rank: the evaluation's forwards hold collectives under DDP
             self.heldout = HeldoutEvaluator.create(self.heldout_settings["target"], self.plans_manager.plans,
                                                    self.configuration_name, self.preprocessed_dataset_folder,
@@ -216,6 +218,14 @@ class nnsslPretrainer(nnUNetTrainer):
                     atomic_write_json(os.path.join(self.output_folder, "heldout_init.json"), values)
             if self.heldout_settings.get("probe_every", 0) > 0:  # one process (refused under DDP)
                 self._start_online_probe(self.heldout_settings["probe_every"], resumed)
+
+    def _figure_title(self) -> str:
+        """progress.png's title: method, dataset, configuration (and the held-out target)."""
+        title = (f"{self.method_config.method} pretraining on {self.plans_manager.dataset_name}, "
+                 f"{self.configuration_name}")
+        if self.heldout_settings is not None:
+            title += f" (held out: {self.heldout_settings['target']})"
+        return title
 
     def _start_online_probe(self, every: int, resumed: bool) -> None:
         """The online probe (nnssl_plugin.probe.online) and its random-init reference."""
@@ -285,9 +295,26 @@ class nnsslPretrainer(nnUNetTrainer):
         self._check_finite(out)
         if out["terms"]:  # no term yet (MoCo while its queue fills): nothing to learn from, no optimiser step
             self._backward_and_step(out["loss"])
+        self._announce_new_terms(out["terms"])
         self.ssl_network.after_step(out)
         self.lr_scheduler.advance()
         return self._scalars(out)
+
+    def _announce_new_terms(self, terms: dict) -> None:
+        """Once per run, the step where a loss term first appears after the first step (MoCo's global InfoNCE waits
+        for real keys in its queue): the total loss then steps up by that term's value, which is not a divergence."""
+        started = getattr(self, "_terms_started", None)
+        if started is None:  # the run's first step here (a resumed run: its terms started before)
+            self._terms_started = set(terms) if self.current_epoch == 0 else set(self.family.loss_terms) | set(terms)
+            return
+        for name in sorted(set(terms) - started):
+            started.add(name)
+            step = self.lr_scheduler.global_step - self.current_epoch * self.num_iterations_per_epoch
+            self.logger.local_logger.term_starts[name] = self.current_epoch - 0.5 + step / self.num_iterations_per_epoch
+            self.print_to_log_file(
+                f"the '{name}' loss term starts now (epoch {self.current_epoch}; it waits until the method can compute "
+                f"it, e.g. MoCo's global InfoNCE for enough real keys in its queue): the total loss steps up by about "
+                f"{float(terms[name]):.2f} from here, which is not a divergence")
 
     def _backward_and_step(self, loss: torch.Tensor) -> None:
         """Backward, unscale (AMP), clip to the recipe's norm, and step — unless a gradient is NaN/Inf (e.g. eigh
@@ -345,6 +372,8 @@ class nnsslPretrainer(nnUNetTrainer):
                                      for name in names}
         self.logger.log("erank", {name: effective_rank(torch.from_numpy(z))
                                   for name, z in self._last_val_embeddings.items()}, self.current_epoch)
+        self.logger.local_logger.rank_limits.update({name: int(min(z.shape))  # samples or dimensions, the fewer
+                                                     for name, z in self._last_val_embeddings.items()})
 
     def on_epoch_end(self):
         self.logger.log("epoch_end_timestamps", time.time(), self.current_epoch)
@@ -367,6 +396,9 @@ class nnsslPretrainer(nnUNetTrainer):
         if self.heldout is not None and self.heldout.due(self.current_epoch, self.num_epochs):
             values = self.heldout.evaluate(self.ssl_network, self.device)  # every rank (collectives under DDP)
             self.print_to_log_file(f"held-out: {self.heldout.summary(values)}")
+            channels = bottleneck_channels(self.ssl_network)  # held-out crops >= 4x channels: the rank's limit
+            self.logger.local_logger.rank_limits.update({f"held-out {name}": min(channels, values["crops"])
+                                                         for name in values["erank"]})
         log_heldout(self.logger, self.current_epoch, values)
         probe = None
         if self.online_probe is not None and self.online_probe.due(self.current_epoch, self.num_epochs):
@@ -389,9 +421,13 @@ class nnsslPretrainer(nnUNetTrainer):
         super().on_train_end()
         if self.local_rank != 0:
             return
-        self._write_spectrum()
         path = write_pretrained_weights(self.pretrained_payload(), os.path.join(self.output_folder, WEIGHTS_FILE))
         self.print_to_log_file(f"pretrained weights written to {path}")
+        target = self.heldout_settings["target"] if self.heldout_settings else "<labelled dataset>"
+        # no end-of-run spectrum of the few training-case batches nnU-Net validates on (fewer samples than channels
+        # cap the rank): the held-out rank is in progress.png, the spectrum on held-out patches is nnssl_spectrum's
+        self.print_to_log_file(f"collapse spectrum on held-out patches against random init: nnssl_spectrum -d "
+                               f"{target} -c {self.configuration_name} --checkpoints {path}")
 
     def pretrained_payload(self) -> dict:
         """The pretrained-weights file's content for the current weights (nnssl_plugin.pretrained)."""
@@ -402,17 +438,6 @@ class nnsslPretrainer(nnUNetTrainer):
                     "recipe": self.recipe.to_dict(), "method_options": dict(self.method_options),
                     "nonfinite_steps_skipped": int(self.nonfinite_steps)}
         return pretrained_payload(self.ssl_network, self.family, plans, self.num_input_channels, training)
-
-    def _write_spectrum(self) -> None:
-        if not self._last_val_embeddings:
-            return
-        spectra, ranks = {}, {}
-        for name, z in self._last_val_embeddings.items():
-            spectra[name] = singular_spectrum(torch.from_numpy(z)).numpy()
-            ranks[name] = effective_rank(torch.from_numpy(z))
-        plot_spectrum(spectra, ranks, os.path.join(self.output_folder, "spectrum.png"),
-                      title=f"{self.method_config.method}: {len(z)} validation "
-                            f"{self.family.network.sample_unit}")
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.print_to_log_file("pretraining: nnU-Net's segmentation validation is skipped (no labels)")

@@ -208,7 +208,17 @@ def case_unknown_dataset_id(ctx):
 @case("target-not-planned")
 def case_target_not_planned(ctx):
     ctx.images_only("Dataset981_Unplanned", cases=("phantom_000",))
-    ctx.images_only("Dataset982_NotPlanned", cases=("phantom_000",))
+    target = ctx.images_only("Dataset982_NotPlanned", cases=("phantom_000",))
+    (target / "labelsTr").mkdir()  # a labelled target, only not planned yet
+    shutil.copy(ctx.raw / LAB / "labelsTr" / "phantom_000.nii.gz", target / "labelsTr")
+    labels = json.loads((ctx.raw / LAB / "dataset.json").read_text())["labels"]
+    (target / "dataset.json").write_text(json.dumps({**json.loads((target / "dataset.json").read_text()),
+                                                     "labels": labels}))
+    yield {}
+
+
+@case("ids-swapped")
+def case_ids_swapped(ctx):
     yield {}
 
 

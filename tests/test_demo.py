@@ -28,7 +28,7 @@ def test_demo_runs_every_stage_and_prints_the_probe_and_dice_tables(tmp_path):
     for seed in (0, 1):
         run = (work / "nnUNet_results" / "Dataset990_PhantomUnlabelled" /
                f"nnsslPretrainer_hier_1epochs_3iters_seed{seed}__nnsslPretrainPlans__3d_cpu" / "fold_all")
-        assert (run / "ssl_weights.pth").is_file() and (run / "spectrum.png").is_file()
+        assert (run / "ssl_weights.pth").is_file() and (run / "progress.png").is_file()
     assert "pretext top-1" in result.stdout
     table = (work / "demo_table.md").read_text()
     assert table in result.stdout
@@ -64,7 +64,11 @@ def test_demo_runs_every_stage_and_prints_the_probe_and_dice_tables(tmp_path):
         summary = next((work / "nnUNet_results" / "Dataset991_PhantomBTCV").glob(
             f"{trainer}_1epochs_2iters_seed0_noTTA__{plans}__3d_cpu/fold_*/validation/summary.json"))
         assert row[2] == f"{json.loads(summary.read_text())['foreground_mean']['Dice']:.3f}"
-    assert "the real study" not in result.stdout and "The journey" in result.stdout
+    assert "the real study" not in result.stdout and "Your own data: the journey" in result.stdout
+    for seed in (0, 1):  # random init probed first: each run's probe reads its reference from the cache
+        assert "vs random init on the same levels (decoder) and seed" in (work / "logs" / f"probe_hier_seed{seed}.log"
+                                                                        ).read_text().split("(cached: ")[0]
+        assert "(cached: random.probe__" in (work / "logs" / f"probe_hier_seed{seed}.log").read_text()
 
 
 def test_demo_refuses_a_work_dir_that_is_not_its_own(tmp_path):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 
-from nnssl_plugin.plots import (curve_group, curve_styles, defined, distinct_colours, plot_progress, plot_spectrum,
-                                progress_figure)
+from nnssl_plugin.plots import (curve_group, curve_styles, defined, distinct_colours, legend_name, plot_progress,
+                                plot_spectrum, progress_figure, spectrum_figure)
 
 NAMES = ["random init", "run_moco_seed0 (moco, raw)", "run_moco_seed1 (moco, raw)",
          "run_zca_seed0 (moco_zca, raw)", "run_zca_seed0 (moco_zca, whitened)", "run_zca_seed1 (moco_zca, raw)"]
@@ -30,6 +30,19 @@ def test_plot_is_written(tmp_path):
     spectra = {n: np.linspace(1, 0.01, 8) for n in NAMES}
     plot_spectrum(spectra, {n: 3.0 for n in NAMES}, tmp_path / "s.png", title="t")
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_spectrum_legends_are_short_and_normalised_curves_start_at_one():
+    long = "nnsslPretrainer_moco_zca_40epochs_25iters_seed0_r34f30443 (moco_zca, whitened)"
+    assert legend_name(long) == "moco_zca_40epochs_25iters_seed0_r34f30443, whitened"
+    assert legend_name("model_final (nnssl, raw)") == "nnssl model_final, raw" and legend_name("random init") == \
+        "random init"
+    assert len(legend_name("x" * 80 + " (moco, raw)")) == 56
+    spectra = {"random init": np.array([50.0, 5.0, 0.5]), long: np.array([1.1, 1.0, 0.9])}  # whitened: ~1 each
+    fig = spectrum_figure(spectra, {n: 2.0 for n in spectra}, normalise=True)
+    lines = _lines(fig)
+    assert {label.split(" (rank")[0] for label in lines} == {"random init", legend_name(long)}
+    assert all(y[0] == 0.0 for _, y in lines.values()), "each curve divided by its largest value"
 
 
 def _log(epochs: int, heldout_every: int | None, probe_every: int | None = None) -> dict:
@@ -68,10 +81,11 @@ def test_defined_drops_the_epochs_without_a_value():
 def test_progress_shows_heldout_values_only_at_the_evaluated_epochs():
     fig = progress_figure(_log(7, heldout_every=3))
     lines = _lines(fig)
-    assert len(fig.axes) == 7  # 4 panels; all but the loss panel have a twin axis
+    assert len(fig.axes) == 6  # loss, held-out loss, top-1, rank, and epoch time beside learning rate: no twin axes
     assert lines["held-out top-1"] == ([2, 5], [0.25, 0.25])
     assert lines["held-out top-1 by chance"] == ([2, 5], [1 / 64, 1 / 64])
     assert lines["held-out loss"] == ([2, 5], [3.0, 3.0])
+    assert lines["chance: ln(negatives + 1)"][1] == pytest.approx([np.log(64)] * 2)  # InfoNCE at chance
     assert lines["held-out effective rank (whitened bottleneck)"] == ([2, 5], [6.0, 6.0])
 
 
@@ -81,12 +95,46 @@ def test_progress_labels_pretrainings_own_val_as_training_cases():
     assert not any(label.startswith("held-out") for label in lines)
 
 
-def test_progress_without_heldout_keys_or_with_none_only_keeps_three_panels(tmp_path):
+def test_progress_without_heldout_keys_or_with_none_only_has_no_heldout_panel(tmp_path):
     for log in (_log(4, heldout_every=None), _log(4, heldout_every=9)):  # an older log; a hook not yet due
         fig = progress_figure(log)
-        assert len(fig.axes) == 5  # 3 panels, 2 with a twin axis
+        assert len(fig.axes) == 5  # loss, top-1, rank, epoch time, learning rate
     plot_progress(_log(4, heldout_every=2), tmp_path / "progress.png")
     assert (tmp_path / "progress.png").stat().st_size > 1000
+
+
+def test_progress_is_fit_for_a_slide_title_integer_epochs_legends_beside_the_axes():
+    fig = progress_figure(_log(3, heldout_every=1), title="moco_zca pretraining on Dataset990_X, 3d_cpu")
+    fig.canvas.draw()
+    assert fig._suptitle.get_text() == "moco_zca pretraining on Dataset990_X, 3d_cpu"
+    for ax in fig.axes:
+        ticks = [tick for tick in ax.get_xticks() if ax.get_xlim()[0] <= tick <= ax.get_xlim()[1]]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
+        legend = ax.get_legend()
+        if legend is not None:  # beside the axes, never over a curve
+            assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
+
+
+def test_progress_rank_starts_at_zero_with_the_largest_possible_rank_marked():
+    fig = progress_figure(_log(3, heldout_every=1), rank_limits={"raw bottleneck": 80, "held-out raw bottleneck": 80})
+    rank_ax = next(ax for ax in fig.axes if ax.get_ylabel().startswith("effective rank"))
+    labels = [line.get_label() for line in rank_ax.get_lines()]
+    assert "largest possible rank 80 (raw bottleneck, held-out raw bottleneck)" in labels
+    assert rank_ax.get_ylim()[0] == 0 and rank_ax.get_ylim()[1] >= 80
+
+
+def test_progress_marks_a_loss_term_that_starts_late():
+    log = _log(4, heldout_every=None)
+    log["loss_global"] = [0.0, 3.0, 3.0, 3.0]  # MoCo's global InfoNCE waits for real keys in its queue
+    labels = [label for label in _all_labels(progress_figure(log)) if "term starts" in label]
+    assert labels == ["global term starts: the total steps up (not a divergence)"]
+    at = progress_figure(log, term_starts={"loss_global": 0.3})
+    marker = next(line for ax in at.axes for line in ax.get_lines() if "term starts" in line.get_label())
+    assert list(marker.get_xdata()) == [0.3, 0.3]  # where the trainer saw it start
+
+
+def _all_labels(fig) -> list[str]:
+    return [line.get_label() for ax in fig.axes for line in ax.get_lines()]
 
 
 def _dense_log(epochs: int) -> dict:
@@ -100,7 +148,7 @@ def _dense_log(epochs: int) -> dict:
 
 
 def _panels(fig) -> list[list]:
-    """The lines of each panel, an axis and its twin together (a twin shares its axis's position)."""
+    """The lines of each panel (an axis and any axis sharing its position)."""
     panels: dict[tuple, list] = {}
     for ax in fig.axes:
         panels.setdefault(tuple(np.round(ax.get_position().bounds, 6)), []).extend(ax.get_lines())
@@ -117,7 +165,8 @@ def test_progress_shows_the_online_probe_at_the_probed_epochs_and_its_random_ini
                      if line.get_label() == "online probe mean Dice, random init")
     assert reference.get_linestyle() == "--"
     probe_panel = next(p for p in _panels(fig) if any(line.get_label() == "online probe mean Dice" for line in p))
-    assert {line.get_label() for line in probe_panel} >= {"held-out top-1", "held-out loss"}, "the held-out panel"
+    assert {line.get_label() for line in probe_panel} == {"online probe mean Dice",
+                                                         "online probe mean Dice, random init"}
 
 
 def test_progress_shows_the_probe_panel_before_any_heldout_value():
@@ -129,11 +178,11 @@ def test_progress_shows_the_probe_panel_before_any_heldout_value():
 @pytest.mark.parametrize("log", [_log(5, heldout_every=2), _log(3, heldout_every=None), _dense_log(6),
                                  _log(6, heldout_every=2, probe_every=3)],
                          ids=["moco_heldout", "moco", "dense_14_curves", "moco_heldout_probe"])
-def test_progress_curves_of_a_panel_never_share_a_colour_across_its_twin_axes(log):
+def test_progress_curves_of_a_panel_never_share_a_colour(log):
     panels = _panels(progress_figure(log))
-    assert len(panels) == (4 if "heldout_loss" in log else 3)
+    assert len(panels) == 5 + ("heldout_loss" in log) + ("probe_dice" in log)
     for lines in panels:
-        colours = [to_rgba(line.get_color()) for line in lines]
+        colours = [to_rgba(line.get_color()) for line in lines if not line.get_label().startswith("largest")]
         assert len(set(colours)) == len(colours), [line.get_label() for line in lines]
 
 

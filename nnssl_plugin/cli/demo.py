@@ -11,7 +11,7 @@ init) and says so in one line where it cannot; nnU-Net's validation Dice follows
 
 Everything lands under --work-dir (nnUNet_raw, nnUNet_preprocessed, nnUNet_results), never in a user's own nnU-Net
 folders. The defaults fit a 2-core CPU in about ten minutes. The study behind docs/RESULTS.md is
-studies/probe_study.py; on real data, the README's "The journey" is the sequence of commands.
+studies/probe_study.py; on real data, the README's "Your own data: the journey" is the sequence of commands.
 """
 from __future__ import annotations
 
@@ -173,15 +173,18 @@ def main(argv: list[str] | None = None) -> int:
                                   trainer_names.run_folder(trainer, "nnsslPretrainPlans", "3d_cpu") /
                                   trainer_names.PRETRAINING_FOLD)
             print(f"  seed {seed}: {_last_epoch_line(runs[method, seed])}")
-        print(f"  plots: {runs[method, seeds[0]] / 'progress.png'}, {runs[method, seeds[0]] / 'spectrum.png'}")
+        print(f"  plot: {runs[method, seeds[0]] / 'progress.png'}")
 
     stages.next()
     scores: dict[str, list[list[float]]] = {}
     levels = dict(levels_of)
-    probes = [(m, [str(runs[m, s])], s) for m in methods for s in seeds]
+    probes = []  # random init first: each run's probe then reads its reference from the cache nnssl_probe keeps
     for level in dict.fromkeys(levels_of.values()):
         levels[f"random ({level})"] = level
         probes += [(f"random ({level})", ["random", "--levels-like", level], s) for s in seeds]
+    probes += [(m, [str(runs[m, s])], s) for m in methods for s in seeds]
+    inits = dict.fromkeys(init for init, _, _ in probes)
+    scores.update({init: [] for init in sorted(inits, key=lambda i: i.startswith("random"))})  # the table: methods first
     for i, (init, source, seed) in enumerate(probes, 1):
         out = work / "probe" / f"{init.replace(' (', '_').rstrip(')')}_seed{seed}.json"
         with _to_log(logs / f"probe_{out.stem}.log"):
@@ -222,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     (work / "demo_table.md").write_text(table + "\n")
     print(f"\ndone in {time.time() - stages.start:.0f} s. Table: {work / 'demo_table.md'}; logs: {logs}")
-    print("On your own data: README, 'The journey' (nnssl_prepare, nnssl_pretrain, nnssl_export, nnUNetv2_train -tr "
-          "nnUNetTrainerSSLInit, nnssl_probe), on a GPU. To look at the demo's runs with nnU-Net's commands:")
+    print("On your own data: README, 'Your own data: the journey' (nnssl_prepare, nnssl_pretrain, nnssl_export, "
+          "nnUNetv2_train -tr nnUNetTrainerSSLInit, nnssl_probe), on a GPU. "
+          "To look at the demo's runs with nnU-Net's commands:")
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         print(f"  export {var}={os.environ[var]}")
     return 0

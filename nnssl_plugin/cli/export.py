@@ -39,6 +39,29 @@ def find_runs(results: Path, method: str, configuration: str) -> list[Path]:
                   if p.is_dir() and is_pretraining_run_of(p.name, method, configuration))
 
 
+def run_configurations(results: Path, method: str) -> list[str]:
+    """The configurations that have a pretraining run of `method` in `results` (sorted, each once)."""
+    from nnssl_plugin.trainer_names import is_pretraining_run_of
+
+    if not results.is_dir():
+        return []
+    names = [p.name for p in results.iterdir() if p.is_dir() and "__" in p.name]
+    return sorted({n.rsplit("__", 1)[-1] for n in names if is_pretraining_run_of(n, method, n.rsplit("__", 1)[-1])})
+
+
+def no_run_message(results: Path, args) -> str:
+    """One line for a -m without a run at -c: a run at another configuration is named with the -c to pass (not a
+    new pretraining of days), else the pretraining command to run."""
+    others = run_configurations(results, args.m)
+    if others:
+        options = " or ".join(f"-c {c}" for c in others)
+        return (f"no {args.m} pretraining run for configuration '{args.c}' in {results}, but there is one for "
+                f"{', '.join(others)}: pass {options} (nnssl_export -d {args.d} -m {args.m} -t {args.t} "
+                f"-c {others[0]}), the configuration it was pretrained with")
+    return (f"no {args.m} pretraining run for configuration '{args.c}' in {results}; run "
+            f"nnssl_pretrain -d {args.d} -m {args.m} -c {args.c} first")
+
+
 @cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -93,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                             source_dataset)
     for warning in report.warnings:
         print(f"{PROG}: WARNING: {warning}", file=sys.stderr)
-    print(f"transfer report: {report.summary()} (pretrained prefixes from the network class)")
+    print(f"transfer report: {report.summary(method)} (prefixes from the network class)")
     print(report.route_line)
     print(f"wrote {out_weights}\nwrote {out_plans}")
     target_id = int(target[7:10])
@@ -117,8 +140,7 @@ def _source_file(args, results: Path) -> Path:
     else:
         runs = find_runs(results, args.m, args.c)
         if not runs:
-            raise NnsslError(f"no {args.m} pretraining run for configuration '{args.c}' in {results}; run "
-                             f"nnssl_pretrain -d {args.d} -m {args.m} -c {args.c} first")
+            raise NnsslError(no_run_message(results, args))
         if len(runs) > 1:
             names = ", ".join(r.parent.name for r in runs)
             raise NnsslError(f"{len(runs)} {args.m} runs found ({names}); pick one with --run")

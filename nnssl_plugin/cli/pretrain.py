@@ -24,6 +24,25 @@ from nnssl_plugin.errors import NnsslError, cli_entry
 PROG = "nnssl_pretrain"
 
 
+def refuse_labelled_pretraining_set(dataset: str, plans_name: str) -> None:
+    """One line when -d is a labelled dataset that has no pretraining plans: -d names the unlabelled set prepared on
+    the labelled one's plans, and `nnssl_prepare -d <labelled> ...` would be the wrong fix."""
+    from nnssl_plugin.dataset_roles import is_labelled
+    from nnssl_plugin.paths import find_dataset_name, preprocessed_folder
+
+    if not is_labelled(dataset):
+        return
+    try:
+        name = find_dataset_name(dataset, in_raw=False, in_preprocessed=True)
+    except NnsslError:
+        name = None
+    if name is not None and (preprocessed_folder() / name / f"{plans_name}.json").is_file():
+        return  # prepared on purpose (a labelled set pretrained without its labels)
+    raise NnsslError(f"-d {dataset} is a labelled dataset with no plans '{plans_name}'; -d names the unlabelled "
+                     f"(images-only) pretraining set, prepared on the labelled one's plans: nnssl_prepare -d "
+                     f"<unlabelled> -t {dataset}, then nnssl_pretrain -d <unlabelled>")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nnssl_plugin.config import METHODS
     from nnssl_plugin.recipe import OPTIMIZERS, PRESETS, SCHEDULES
@@ -158,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             raise NnsslError(f"{flag} must be at least 1, got {value}")
     check_probe_args(args)
+    refuse_labelled_pretraining_set(args.d, args.p)
     name = find_dataset_name(args.d, in_raw=False, in_preprocessed=True,
                              unprepared_hint="nnssl_prepare -d {id} -t <your planned labelled dataset>")
     dataset_id = int(name[7:10])

@@ -3,6 +3,7 @@ init), fitted on one fold's training cases and scored on its validation cases, i
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -80,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         target.train = nested_subset(target.train, args.train_cases, args.seed)
     source = load_frozen_source(args.source, target.folder, target.plans, args.c, target.dataset_json,
                                 target.num_input_channels, args.levels_like, args.seed)
-    out = Path(args.o) if args.o else default_json_path(source, target, args.seed,
-                                                        results_folder() if args.source == RANDOM else None,
+    out = Path(args.o) if args.o else default_json_path(source, target, args.seed, results_folder(),
                                                         args.train_cases)
     features = sum(level_channels(source.unet, source.levels))
     print(f"{PROG}: {source.description}")
@@ -96,11 +96,69 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: WARNING: the regression stopped after {result.fit.iterations} iterations with max |gradient| "
               f"{result.fit.gradient_max:.2e} > {config.tolerance:g}; raise --weight-decay for a better-conditioned "
               f"fit", file=sys.stderr)
+    record = probe_record(args.source, source, target, result, config, args.levels_like, args.device, threads,
+                          features)
+    if args.source != RANDOM:
+        reference = random_reference(args, target, source.levels, config, threads)
+        record["random_init_reference"] = reference
+        print(reference_line(record["mean_dice"], reference))
     result.seconds["total"] = time.perf_counter() - started
-    atomic_write_json(out, probe_record(args.source, source, target, result, config, args.levels_like, args.device,
-                                        threads, features))
+    record["seconds"]["total"] = round(result.seconds["total"], 3)
+    atomic_write_json(out, record)
+    cache = default_json_path(source, target, args.seed, results_folder(), args.train_cases)
+    if args.source == RANDOM and out != cache:  # the reference later probes reuse
+        atomic_write_json(cache, record)
     print(f"{PROG}: wrote {out} ({result.seconds['total']:.1f} s)")
     return 0
+
+
+def reference_line(mean: float | None, reference: dict) -> str:
+    """The probe's mean beside random init's on the same levels and seed: only a gap above it counts."""
+    ref = reference["mean_dice"]
+    if mean is None or ref is None:
+        return f"{PROG}: random init on the same levels and seed: mean Dice {ref}"
+    verdict = "above" if mean > ref else "NOT above"
+    return (f"{PROG}: mean Dice {mean:.4f} vs random init on the same levels ({reference['levels']}) and seed "
+            f"{reference['seed']}: {ref:.4f} ({mean - ref:+.4f}, {verdict} random init){reference['note']}")
+
+
+def random_reference(args: argparse.Namespace, target, levels: str, config, threads: int) -> dict:
+    """Random init's probe on the same target, fold, training cases, levels, seed and probe settings: read from its
+    JSON in nnUNet_results/<dataset>/nnssl_probe/ when one with these settings exists (computed once, reused),
+    else computed and written there."""
+    import json
+
+    import torch
+
+    from nnssl_plugin.io_utils import atomic_write_json
+    from nnssl_plugin.modules.probe_levels import level_channels
+    from nnssl_plugin.paths import results_folder
+    from nnssl_plugin.probe.dense import run_dense_probe
+    from nnssl_plugin.probe.report import default_json_path, probe_record
+    from nnssl_plugin.probe.sources import RANDOM, load_frozen_source
+
+    source = load_frozen_source(RANDOM, target.folder, target.plans, args.c, target.dataset_json,
+                                target.num_input_channels, levels, args.seed)
+    path = default_json_path(source, target, args.seed, results_folder(), args.train_cases)
+    wanted = {"voxels_per_class": config.voxels_per_class, "seed": config.seed, "levels": levels,
+              "train_cases": [c.name for c in target.train], "val_cases": [c.name for c in target.val]}
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = None
+    if (cached is not None and all(cached.get(k) == v for k, v in wanted.items())
+            and cached.get("regression", {}).get("weight_decay") == config.weight_decay):
+        return {"mean_dice": cached["mean_dice"], "levels": levels, "seed": args.seed, "file": str(path),
+                "note": f" (cached: {path.name})"}
+    started = time.perf_counter()
+    result = run_dense_probe(source.unet, source.levels, target.train, target.val, target.patch_size,
+                             len(target.class_names), torch.device(args.device), target.ignore_label, config)
+    result.seconds["total"] = time.perf_counter() - started
+    atomic_write_json(path, probe_record(RANDOM, source, target, result, config, levels, args.device, threads,
+                                         sum(level_channels(source.unet, source.levels))))
+    mean = None if math.isnan(result.mean_dice) else result.mean_dice
+    return {"mean_dice": mean, "levels": levels, "seed": args.seed, "file": str(path),
+            "note": f" (computed in {result.seconds['total']:.0f} s, cached for the next probe: {path})"}
 
 
 def _all_folds(args: argparse.Namespace, started: float, threads: int) -> int:

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.o)
     out.mkdir(parents=True, exist_ok=True)
     plot_spectrum({m.name: m.spectrum for m in results}, {m.name: m.effective_rank for m in results},
-                  out / "spectrum.png", title=f"pooled bottleneck of {args.patches} patches of {dataset} ({args.c})")
+                  out / "spectrum.png", title=f"pooled bottleneck of {args.patches} patches of {dataset} ({args.c})\n"
+                                              f"each curve divided by its largest value", normalise=True)
     atomic_write_json(out / "spectrum.json", {"dataset": dataset, "configuration": args.c, "patches": args.patches,
                                               "seed": args.seed, "results": [
                                                   {"name": m.name, "effective_rank": m.effective_rank,

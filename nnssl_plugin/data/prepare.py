@@ -193,6 +193,32 @@ def _ours_or_missing(path: Path) -> bool:
         return False
 
 
+def _same_copy(plans_file: Path, target_name: str, target_plans: str) -> bool:
+    """Whether plans this command wrote before are the copy of the same target plans: preparing another
+    configuration (e.g. 2d after 3d_fullres) then only adds that configuration's data folder."""
+    try:
+        marker = load_json(plans_file).get(MARKER) or {}
+    except (ValueError, OSError):
+        return False
+    return marker == {"target_dataset": target_name, "target_plans": target_plans}
+
+
+def refuse_swapped_roles(dataset: str | int, target: str | int) -> None:
+    """One line when -t is an images-only dataset: with -d labelled the ids are swapped; otherwise -t is not the
+    labelled target (planning it would not help: it has no labels)."""
+    from nnssl_plugin.dataset_roles import is_images_only, is_labelled
+
+    if not is_images_only(target):
+        return
+    if is_labelled(dataset):
+        raise NnsslError(f"the ids look swapped: -d {dataset} has labels and -t {target} is images only; -d names the "
+                         f"unlabelled pretraining set, -t the labelled target planned with nnUNetv2_plan_and_preprocess"
+                         f": nnssl_prepare -d {target} -t {dataset}")
+    raise NnsslError(f"-t {target} is an images-only dataset; -t names the labelled target dataset (labelsTr, "
+                     f"planned with nnUNetv2_plan_and_preprocess), whose plans the unlabelled -d {dataset} is "
+                     f"preprocessed with")
+
+
 def prepare_unlabelled(dataset: str | int, target: str | int, configuration: str = "3d_fullres",
                        target_plans: str = "nnUNetPlans", plans_name: str = DEFAULT_PLANS_NAME,
                        num_processes: int = 1, overwrite: bool = False, log=print, other_normalization: bool = False,
@@ -205,8 +231,10 @@ def prepare_unlabelled(dataset: str | int, target: str | int, configuration: str
     Channel names asking for another normalisation than the target's plans are refused unless
     `other_normalization` (`data.modality`); `warn` (default `log`) gets that module's warning line.
     """
+    refuse_swapped_roles(dataset, target)
     target_name = find_dataset_name(target, in_raw=False, in_preprocessed=True,
-                                    unprepared_hint="nnUNetv2_plan_and_preprocess -d {id}")
+                                    unprepared_hint="nnUNetv2_plan_and_preprocess -d {id}", flag="-t",
+                                    role="the labelled target dataset, planned with nnUNetv2_plan_and_preprocess")
     target_id = int(target_name[7:10])
     plans = load_plans(target_name, target_plans, plan_hint=f"nnUNetv2_plan_and_preprocess -d {target_id}")
     config = resolve_configuration(plans, configuration)
@@ -253,7 +281,8 @@ def prepare_unlabelled(dataset: str | int, target: str | int, configuration: str
     if not _ours_or_missing(new_plans_file):
         raise NnsslError(f"{new_plans_file} exists and was not written by nnssl_prepare (a user's own plans are "
                          f"never replaced); choose another name with --plans-name")
-    existing = [p for p in (new_plans_file, data_folder) if p.exists()]
+    existing = [p for p in (new_plans_file, data_folder) if p.exists()
+                and not (p == new_plans_file and _same_copy(p, target_name, target_plans))]
     if existing and not overwrite:
         raise NnsslError(f"{existing[0]} already exists; pass --overwrite to replace it (or choose another "
                          f"--plans-name)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from nnssl_plugin.probe.dense import ProbeConfig, ProbeResult
@@ -18,14 +19,29 @@ def _number(value: float) -> float | None:
 def default_json_path(source: FrozenSource, target: Target, seed: int, results: Path | None,
                       train_cases: int | None = None, fold: int | str | None = None) -> Path:
     """`<file stem>.probe__<dataset>__<plans>__<configuration>__fold<F>[__n<N>]__<levels>__seed<K>.json` next to the
-    probed file (`__n<N>`: fitted on N training cases, `--train-cases`; `fold<F>` is `foldall` for `-f all`); for random init `random.probe__…json` in
-    nnUNet_results/<dataset>/nnssl_probe/ (`results`)."""
+    probed file, i.e. in a pretraining run's folder (`__n<N>`: fitted on N training cases, `--train-cases`; `fold<F>`
+    is `foldall` for `-f all`); for random init (`random.probe__…json`) and for a file inside nnUNet_preprocessed (an
+    export's weights) in nnUNet_results/<dataset>/nnssl_probe/ (`results`): a probe never writes into
+    nnUNet_preprocessed."""
     subset = "" if train_cases is None else f"__n{train_cases}"
-    tag = (f"probe__{target.name}__{target.plans['plans_name']}__{target.configuration}__fold{target.fold if fold is None else fold}{subset}__"
+    fold_tag = target.fold if fold is None else fold
+    tag = (f"probe__{target.name}__{target.plans['plans_name']}__{target.configuration}__fold{fold_tag}{subset}__"
            f"{source.levels}__seed{seed}.json")
-    if source.file is not None:
+    if source.file is not None and not _inside_preprocessed(source.file):
         return source.file.parent / f"{source.file.stem}.{tag}"
-    return results / target.name / "nnssl_probe" / f"random.{tag}"
+    stem = source.file.stem if source.file is not None else "random"
+    return results / target.name / "nnssl_probe" / f"{stem}.{tag}"
+
+
+def _inside_preprocessed(path: Path) -> bool:
+    root = os.environ.get("nnUNet_preprocessed")
+    if not root:
+        return False
+    try:
+        path.resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def organ_lines(result: ProbeResult, target: Target) -> list[str]:

@@ -1,4 +1,4 @@
-"""nnssl_sweep keeps nnU-Net's output (a log file per run), shows a progress line per run, and the README documents
+"""nnssl_sweep keeps nnU-Net's output (a log file per run), shows a progress line per run, and docs/USAGE.md documents
 every flag and argparse's exit code 2 for a malformed command line. nnUNetv2_train is a stand-in script here."""
 from __future__ import annotations
 
@@ -104,12 +104,12 @@ def test_a_malformed_command_line_exits_2_with_argparse_usage(argv, capsys):
 
 
 def _readme_sweep_synopsis() -> str:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "USAGE.md").read_text()
     start = readme.index("- **`nnssl_sweep ")
     return readme[start:readme.index("\n\n", start)]
 
 
-def test_readme_documents_every_sweep_flag_and_both_exit_codes():
+def test_usage_documents_every_sweep_flag_and_both_exit_codes():
     synopsis = _readme_sweep_synopsis()
     flags = [flag for action in sweep_cli.build_parser()._actions for flag in action.option_strings
              if flag not in ("-h", "--help")]

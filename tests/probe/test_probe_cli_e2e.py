@@ -57,6 +57,27 @@ def test_probe_of_a_run_and_of_random_init_through_the_cli(world, monkeypatch, t
         assert record["val_cases"] == splits[0]["val"]
     assert record["mean_dice"] == pytest.approx(float(lines[-1].split()[1]), abs=1e-4)
     fold_train, fold_val = sorted(record["train_cases"]), record["val_cases"]
+    # every result comes with random init's on the same levels and seed, computed once and cached in nnUNet_results
+    cache = world.root / "nnUNet_results" / LAB / "nnssl_probe" / f"random.{tag}__encoder__seed0.json"
+    reference = json.loads(cache.read_text())
+    assert (reference["method"], reference["levels"], reference["seed"]) == ("random", "encoder", 0)
+    assert record["random_init_reference"]["mean_dice"] == reference["mean_dice"]
+    assert f"vs random init on the same levels (encoder) and seed 0: {reference['mean_dice']:.4f}" in result.stdout
+
+    # an export's weights live in nnUNet_preprocessed: its probe JSON goes to nnUNet_results/<dataset>/nnssl_probe,
+    # and the cached reference is reused (same levels, seed, cases and settings)
+    plans = world.preprocessed / LAB / "nnsslPlans_probe_random.json"
+    try:
+        world.run("nnssl_export", "-t", "991", "-c", "3d_cpu", "--random-init", "--plans-name", plans.stem)
+        again = world.run("nnssl_probe", plans.stem, "-d", "991", "-c", "3d_cpu", "-device", "cpu",
+                          "--voxels-per-class", "500", "--levels-like", "moco_zca")
+        assert f"(cached: {cache.name})" in again.stdout
+        assert not list(world.preprocessed.rglob("*.probe__*.json")), "never a probe file in nnUNet_preprocessed"
+        assert (world.root / "nnUNet_results" / LAB / "nnssl_probe" / f"{plans.stem}_weights.{tag}__encoder__seed0.json"
+                ).is_file()
+    finally:
+        plans.unlink(missing_ok=True)
+        plans.with_name(f"{plans.stem}_weights.pth").unlink(missing_ok=True)
 
     results = tmp_path / "results"  # random init has no run: its JSON goes to nnUNet_results/<dataset>/nnssl_probe
     random = subprocess.run([str(Path(sys.executable).parent / "nnssl_probe"), "random", "-d", "991", "-c", "3d_cpu",
