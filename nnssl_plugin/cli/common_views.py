@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         raise NnsslError(f"{run} holds no finished run (checkpoint_final.pth and nnssl_run.json); pass the fold_all "
                          f"folder of a finished nnssl_pretrain run")
     record = load_json(record_path)
-    method = trainer_names.method_of(run.resolve().parent.name.split("__")[0])
+    method = trainer_names.method_of(trainer_names.trainer_of_run_folder(run.resolve().parent.name))
     if method not in METHODS:
         raise NnsslError(f"{run.resolve().parent.name} is not a run folder of nnssl_pretrain (nnsslPretrainer_<method>"
                          f"...); pass the fold_all folder of a finished run")
