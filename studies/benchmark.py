@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import sys
 import time
 from pathlib import Path
 
-from study_steps import once, run, use_work_dir
+from study_steps import open_work_dir, phantom_world, run
 
 from nnssl_plugin import trainer_names
 from nnssl_plugin.config import METHODS
@@ -70,12 +68,7 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse(argv)
-    work = Path(args.work_dir).resolve()
-    if work.exists() and any(work.iterdir()) and not (work / MARKER).exists():
-        sys.exit(f"{work} exists and is not a benchmark folder; pass another --work-dir")
-    work.mkdir(parents=True, exist_ok=True)
-    (work / MARKER).write_text("created by studies/benchmark.py\n")
-    use_work_dir(work)
+    work = open_work_dir(args.work_dir, MARKER, "studies/benchmark.py")
     logs, started = work / "logs", time.time()
     stamps, out = work / "stamps", work / "results"
     results = work / "nnUNet_results" / UNLABELLED
@@ -113,13 +106,7 @@ def main(argv=None) -> int:
         steps_file.parent.mkdir(parents=True, exist_ok=True)
         steps_file.write_text(json.dumps(steps, indent=1))
 
-    once(stamps / "data", ["nnssl_demo_data", "--num-unlabelled", str(args.num_unlabelled), "--num-labelled",
-                           str(args.num_labelled), "--overwrite"], logs / "demo_data.log", started)
-    once(stamps / "plan", ["nnUNetv2_plan_and_preprocess", "-d", "991", "-c", "3d_fullres", "-np", "2", "-npfp", "2"],
-         logs / "plan_and_preprocess.log", started)
-    once(stamps / "cpu_config", ["nnssl_add_cpu_config", "-d", "991"], logs / "cpu_config.log", started)
-    once(stamps / "prepare", ["nnssl_prepare", "-d", "990", "-t", "991", "-c", "3d_cpu", "-np", "2"],
-         logs / "prepare.log", started)
+    phantom_world(stamps, logs, args.num_unlabelled, args.num_labelled, started)
 
     def pretrain(method: str, seed: int) -> None:
         fold = run_dir(method, seed)

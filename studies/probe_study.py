@@ -38,7 +38,7 @@ from pathlib import Path
 
 from finetune_2d import add_arguments as add_finetune_2d_arguments
 from finetune_2d import finetune_2d
-from study_steps import once, run, use_work_dir
+from study_steps import open_work_dir, phantom_world, run
 
 from nnssl_plugin import trainer_names
 from nnssl_plugin.config import METHODS
@@ -72,23 +72,12 @@ def probe_json(work: Path, init: str, seed: int, n: int | None) -> Path:
 
 def main(argv=None) -> int:
     args = parse(argv)
-    work = Path(args.work_dir).resolve()
-    if work.exists() and any(work.iterdir()) and not (work / MARKER).exists():
-        sys.exit(f"{work} exists and is not a probe-study folder; pass another --work-dir")
-    work.mkdir(parents=True, exist_ok=True)
-    (work / MARKER).write_text("created by studies/probe_study.py\n")
-    use_work_dir(work)
+    work = open_work_dir(args.work_dir, MARKER, "studies/probe_study.py")
     logs, started = work / "study_logs", time.time()
     stamps = work / "study_stamps"
     results = work / "nnUNet_results" / UNLABELLED
 
-    once(stamps / "data", ["nnssl_demo_data", "--num-unlabelled", str(args.num_unlabelled), "--num-labelled", "12",
-                           "--overwrite"], logs / "demo_data.log", started)
-    once(stamps / "plan", ["nnUNetv2_plan_and_preprocess", "-d", "991", "-c", "3d_fullres", "-np", "2", "-npfp", "2"],
-         logs / "plan_and_preprocess.log", started)
-    once(stamps / "cpu_config", ["nnssl_add_cpu_config", "-d", "991"], logs / "cpu_config.log", started)
-    once(stamps / "prepare", ["nnssl_prepare", "-d", "990", "-t", "991", "-c", "3d_cpu", "-np", "2"],
-         logs / "prepare.log", started)
+    phantom_world(stamps, logs, args.num_unlabelled, 12, started)
 
     def run_dir(method: str, seed: int) -> Path:
         trainer = trainer_names.pretrainer(method, args.epochs, args.iters, seed)

@@ -47,3 +47,27 @@ def once(stamp: Path, command: list[str], log: Path, started: float | None = Non
     run(command, log, started)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(" ".join(command) + "\n")
+
+
+def open_work_dir(path: str, marker: str, what: str) -> Path:
+    """The study's own folder: created and marked with `marker`; an existing non-empty folder without the marker is
+    refused (a study never writes into a folder it did not make); nnU-Net's variables then point into it."""
+    work = Path(path).resolve()
+    if work.exists() and any(work.iterdir()) and not (work / marker).exists():
+        sys.exit(f"{work} exists and is not a {what} folder; pass another --work-dir")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / marker).write_text(f"created by {what}\n")
+    use_work_dir(work)
+    return work
+
+
+def phantom_world(stamps: Path, logs: Path, num_unlabelled: int, num_labelled: int, started: float) -> None:
+    """Dataset990 (unlabelled) and Dataset991 (labelled) phantoms, 991 planned by nnU-Net with 3d_cpu added, 990
+    prepared on 991's plans; each step once."""
+    once(stamps / "data", ["nnssl_demo_data", "--num-unlabelled", str(num_unlabelled), "--num-labelled",
+                           str(num_labelled), "--overwrite"], logs / "demo_data.log", started)
+    once(stamps / "plan", ["nnUNetv2_plan_and_preprocess", "-d", "991", "-c", "3d_fullres", "-np", "2", "-npfp", "2"],
+         logs / "plan_and_preprocess.log", started)
+    once(stamps / "cpu_config", ["nnssl_add_cpu_config", "-d", "991"], logs / "cpu_config.log", started)
+    once(stamps / "prepare", ["nnssl_prepare", "-d", "990", "-t", "991", "-c", "3d_cpu", "-np", "2"],
+         logs / "prepare.log", started)

@@ -139,16 +139,27 @@ def run_dense_probe(unet: nn.Module, levels: str, train_cases: Sequence[Case], v
                                        config.tolerance)
         seconds["fit"] = time.perf_counter() - start
         start = time.perf_counter()
-        head = fitted_head(unet, levels, fit).to(device)
-        per_case = {}
-        for case in val_cases:
-            data, seg = case.load()
-            prediction = predict_case(head, data, fit.present, patch_size, device, config.tile_step_size,
-                                      config.precision)
-            per_case[case.name] = dice_per_class(prediction, probe_labels(seg, ignore_label), num_classes).tolist()
+        result = score_validation_cases(unet, levels, fit, val_cases, patch_size, num_classes, device, ignore_label,
+                                        config, drawn, seconds)
         seconds["prediction"] = time.perf_counter() - start
     finally:
         restore()
+    return result
+
+
+def score_validation_cases(unet: nn.Module, levels: str, fit: LogisticFit, val_cases: Sequence[Case],
+                           patch_size: Sequence[int], num_classes: int, device: torch.device,
+                           ignore_label: int | None, config: ProbeConfig, drawn: list[int],
+                           seconds: dict[str, float]) -> ProbeResult:
+    """Steps 4–5 of the module docstring: every validation case predicted densely by the fitted head, Dice per organ
+    per case, their NaN-aware mean over the cases and the mean over the organs."""
+    head = fitted_head(unet, levels, fit).to(device)
+    per_case = {}
+    for case in val_cases:
+        data, seg = case.load()
+        prediction = predict_case(head, data, fit.present, patch_size, device, config.tile_step_size,
+                                  config.precision)
+        per_case[case.name] = dice_per_class(prediction, probe_labels(seg, ignore_label), num_classes).tolist()
     scores = np.array(list(per_case.values()), dtype=np.float64).reshape(len(per_case), num_classes - 1)
     dice = np.array([_nanmean(scores[:, k]) for k in range(num_classes - 1)])
     return ProbeResult(dice.tolist(), _nanmean(dice), per_case, drawn, fit, seconds)

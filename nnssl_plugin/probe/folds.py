@@ -22,9 +22,7 @@ import torch
 from torch import nn
 
 from nnssl_plugin.modules.probe_levels import read_levels
-from nnssl_plugin.probe.dense import (Case, ProbeConfig, ProbeResult, _nanmean, _restore_state, fitted_head,
-                                      predict_case)
-from nnssl_plugin.probe.dice import dice_per_class
+from nnssl_plugin.probe.dense import Case, ProbeConfig, ProbeResult, _restore_state, score_validation_cases
 from nnssl_plugin.probe.logistic import fit_multinomial_logistic
 from nnssl_plugin.probe.sampling import class_counts, draw_ranks, probe_labels, voxels_at_ranks
 from nnssl_plugin.probe.sliding import features_at_voxels
@@ -74,19 +72,11 @@ def run_dense_probe_folds(unet: nn.Module, levels: str, folds: Sequence[tuple[Se
                                            config.tolerance)
             fit_seconds = time.perf_counter() - start
             start = time.perf_counter()
-            head = fitted_head(unet, levels, fit).to(device)
-            per_case = {}
-            for case in val:
-                data, seg = case.load()
-                prediction = predict_case(head, data, fit.present, patch_size, device, config.tile_step_size,
-                                          config.precision)
-                per_case[case.name] = dice_per_class(prediction, probe_labels(seg, ignore_label),
-                                                     num_classes).tolist()
-            scores = np.array(list(per_case.values()), dtype=np.float64).reshape(len(per_case), num_classes - 1)
-            dice = np.array([_nanmean(scores[:, k]) for k in range(num_classes - 1)])
-            results.append(ProbeResult(dice.tolist(), _nanmean(dice), per_case, drawn, fit,
-                                       {"features (all folds)": feature_seconds, "fit": fit_seconds,
-                                        "prediction": time.perf_counter() - start}))
+            seconds = {"features (all folds)": feature_seconds, "fit": fit_seconds}
+            result = score_validation_cases(unet, levels, fit, val, patch_size, num_classes, device, ignore_label,
+                                            config, drawn, seconds)
+            seconds["prediction"] = time.perf_counter() - start
+            results.append(result)
     finally:
         restore()
     return results
