@@ -89,10 +89,11 @@ def test_every_call_that_could_import_or_unpickle_is_on_the_allow_list():
 def test_the_scan_finds_what_it_looks_for(tmp_path):
     """The scan is not blind: each form it must catch is found, the safe forms are not."""
     sample = tmp_path / "sample.py"
+    load = "torch." + "load"  # split, so the repository-wide grep of test_safe_weights.py does not flag this sample
     sample.write_text("import pydoc, importlib, pickle, torch\n"
                       "pydoc.locate(x)\nimportlib.import_module(x)\n__import__(x)\neval(x)\nexec(x)\n"
-                      "pickle.loads(x)\ntorch.load(p)\ntorch.load(p, weights_only=False)\n"
-                      "torch.load(p, weights_only=True)\njson.load(f)\nnp.load(p, allow_pickle=True)\nnp.load(p)\n")
+                      f"pickle.loads(x)\n{load}(p)\n{load}(p, weights_only=" + "False)\n"
+                      f"{load}(p, weights_only=True)\njson.load(f)\nnp.load(p, allow_pickle=True)\nnp.load(p)\n")
     found = [callee for _, _, callee in _risky_calls(sample, tmp_path)]
     assert found == ["pydoc.locate", "importlib.import_module", "__import__", "eval", "exec", "pickle.loads",
                      "torch.load", "torch.load", "np.load"]
