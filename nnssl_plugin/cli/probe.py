@@ -183,9 +183,7 @@ def _all_folds(args: argparse.Namespace, started: float, threads: int) -> int:
     targets = [first, *(load_target(args.d, args.p, args.c, f) for f in range(1, first.num_folds))]
     source = load_frozen_source(args.source, first.folder, first.plans, args.c, first.dataset_json,
                                 first.num_input_channels, args.levels_like, args.seed)
-    out = Path(args.o) if args.o else default_json_path(source, first, args.seed,
-                                                        results_folder() if args.source == RANDOM else None,
-                                                        fold="all")
+    out = Path(args.o) if args.o else default_json_path(source, first, args.seed, results_folder(), fold="all")
     features = sum(level_channels(source.unet, source.levels))
     print(f"{PROG}: {source.description}")
     print(f"{PROG}: {source.levels} levels ({features} features) of {source.method} on {first.name} {args.c}, "
@@ -206,15 +204,58 @@ def _all_folds(args: argparse.Namespace, started: float, threads: int) -> int:
                                     threads, features))
     means = [r["mean_dice"] for r in records if r["mean_dice"] is not None]
     mean = sum(means) / len(means) if means else math.nan
-    total = time.perf_counter() - started
     print(f"{PROG}: mean over {len(means)} folds {mean:.4f}")
-    atomic_write_json(out, {"format": "nnssl_probe_folds/1", "source": args.source, "method": source.method,
-                            "levels": source.levels, "seed": args.seed, "dataset": first.name,
-                            "configuration": args.c, "folds": records,
-                            "mean_dice_over_folds": None if math.isnan(mean) else mean,
-                            "seconds": round(total, 3)})
-    print(f"{PROG}: wrote {out} ({total:.1f} s)")
+    summary = {"format": "nnssl_probe_folds/1", "source": args.source, "method": source.method,
+               "levels": source.levels, "seed": args.seed, "dataset": first.name, "configuration": args.c,
+               "voxels_per_class": config.voxels_per_class, "weight_decay": config.weight_decay,
+               "val_cases": [[c.name for c in t.val] for t in targets], "folds": records,
+               "mean_dice_over_folds": None if math.isnan(mean) else mean}
+    random_source = source if args.source == RANDOM else load_frozen_source(
+        RANDOM, first.folder, first.plans, args.c, first.dataset_json, first.num_input_channels, source.levels,
+        args.seed)
+    cache = default_json_path(random_source, first, args.seed, results_folder(), fold="all")
+    if args.source != RANDOM:  # random init on the same levels, seed and folds: read once computed, else computed
+        reference = _all_folds_reference(cache, summary, random_source, targets, config, args.device)
+        summary["random_init_reference"] = reference
+        print(reference_line(summary["mean_dice_over_folds"], {**reference, "levels": source.levels,
+                                                               "seed": args.seed}))
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    atomic_write_json(out, summary)
+    if args.source == RANDOM and out != cache:  # the reference later all-fold probes reuse
+        atomic_write_json(cache, summary)
+    print(f"{PROG}: wrote {out} ({summary['seconds']:.1f} s)")
     return 0
+
+
+def _all_folds_reference(cache: Path, summary: dict, random_source, targets, config, device: str) -> dict:
+    """Random init's all-fold probe with the settings of `summary`: its JSON in nnUNet_results/<dataset>/nnssl_probe/
+    when one with the same levels, seed, probe settings and folds exists, else computed and written there."""
+    import json
+
+    import torch
+
+    from nnssl_plugin.io_utils import atomic_write_json
+    from nnssl_plugin.probe.folds import run_dense_probe_folds
+
+    keys = ("levels", "seed", "voxels_per_class", "weight_decay", "val_cases")
+    try:
+        cached = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        cached = None
+    if cached is not None and all(cached.get(k) == summary[k] for k in keys):
+        return {"mean_dice": cached["mean_dice_over_folds"], "file": str(cache), "note": f" (cached: {cache.name})"}
+    results = run_dense_probe_folds(random_source.unet, random_source.levels, [(t.train, t.val) for t in targets],
+                                    targets[0].patch_size, len(targets[0].class_names), torch.device(device),
+                                    targets[0].ignore_label, config)
+    means = [r.mean_dice for r in results if not math.isnan(r.mean_dice)]
+    mean = sum(means) / len(means) if means else None
+    atomic_write_json(cache, {**{k: summary[k] for k in keys}, "format": "nnssl_probe_folds/1", "source": RANDOM,
+                              "method": RANDOM, "dataset": summary["dataset"],
+                              "configuration": summary["configuration"],
+                              "folds": [{"fold": t.fold, "mean_dice": None if math.isnan(r.mean_dice) else
+                                         r.mean_dice} for t, r in zip(targets, results)],
+                              "mean_dice_over_folds": mean})
+    return {"mean_dice": mean, "file": str(cache), "note": ""}
 
 
 if __name__ == "__main__":

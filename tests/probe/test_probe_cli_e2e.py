@@ -94,7 +94,7 @@ def test_probe_of_a_run_and_of_random_init_through_the_cli(world, monkeypatch, t
 
 
 @pytest.mark.slow
-def test_probe_on_every_fold_gives_each_folds_one_fold_probe(world, tmp_path):
+def test_probe_on_every_fold_gives_each_folds_one_fold_probe(world, monkeypatch, tmp_path):
     """`-f all`: one record per fold of nnU-Net's 5-fold split, each the one-fold probe of that fold (same sampled
     voxels, Dice within float noise), and their mean."""
     every = tmp_path / "all.json"
@@ -114,6 +114,16 @@ def test_probe_on_every_fold_gives_each_folds_one_fold_probe(world, tmp_path):
         assert together["mean_dice"] == pytest.approx(alone["mean_dice"], abs=2e-3)
     means = [f["mean_dice"] for f in record["folds"]]
     assert record["mean_dice_over_folds"] == pytest.approx(sum(means) / len(means))
+    # a run's all-fold probe reports random init's on the same levels, seed and folds: the cache `random -f all`
+    # wrote under nnUNet_results/<target>/nnssl_probe/, reused (not recomputed)
+    run = _run_folder(world, monkeypatch, tmp_path / "nnsslPretrainer_moco_zca_1epochs_1iters__nnsslPretrainPlans__3d_cpu")
+    result = world.run("nnssl_probe", str(run), "-d", "991", "-c", "3d_cpu", "-f", "all", "-device", "cpu",
+                       "--voxels-per-class", "200", "--seed", "2", "-o", str(tmp_path / "run_all.json"))
+    probed = json.loads((tmp_path / "run_all.json").read_text())
+    reference = probed["random_init_reference"]
+    assert reference["mean_dice"] == pytest.approx(record["mean_dice_over_folds"])
+    assert "cached" in reference["note"] and "vs random init" in result.stdout
+    assert Path(reference["file"]).parent == world.root / "nnUNet_results" / LAB / "nnssl_probe"
     bad = world.run("nnssl_probe", "random", "--levels-like", "encoder", "-d", "991", "-c", "3d_cpu", "-f", "x",
                     "-device", "cpu", check=False)
     assert bad.returncode != 0 and "-f all" in bad.stderr and "Traceback" not in bad.stderr
