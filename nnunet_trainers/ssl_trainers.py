@@ -184,17 +184,24 @@ class SSLDownstreamTrainer(nnUNetTrainer):
         return unwrap(self.network)
 
 
+def _refusal_for_an_export(weights_file: str) -> str | None:
+    """`-pretrained_weights` given an export's own weights file: train with its plans (re-exporting it would change
+    nothing); None for any other file."""
+    export_plans = export_plans_of(weights_file)
+    if export_plans is None:
+        return None
+    return (f"-pretrained_weights is not taken by the plugin's trainers (nnU-Net would unpickle {weights_file} "
+            f"without restriction and skip the plugin's checks); {weights_file} is the weights of the export "
+            f"'{export_plans}': train with -p {export_plans} instead of -pretrained_weights")
+
+
 class nnUNetTrainerSSLScratch(SSLDownstreamTrainer):
     """Random initialisation with the schedule every SSL trainer uses: the fair baseline."""
 
     @classmethod
     def pretrained_weights_refusal(cls, weights_file: str, plans: dict, configuration: str) -> str:
-        export_plans = export_plans_of(weights_file)
-        if export_plans is not None:  # already an export of nnssl_export: re-exporting it would change nothing
-            return (f"-pretrained_weights is not taken by the plugin's trainers (nnU-Net would unpickle "
-                    f"{weights_file} without restriction and skip the plugin's checks); {weights_file} is the "
-                    f"weights of the export '{export_plans}': train with -p {export_plans} instead of "
-                    f"-pretrained_weights")
+        if (refusal := _refusal_for_an_export(weights_file)) is not None:
+            return refusal
         command = export_command(plans, configuration)
         return (f"-pretrained_weights is not taken by the plugin's trainers ({cls.__name__} is the "
                 f"random-initialisation baseline; nnU-Net would unpickle {weights_file} without restriction and "
@@ -249,12 +256,8 @@ class nnUNetTrainerSSLInit(SSLDownstreamTrainer):
 
     @classmethod
     def pretrained_weights_refusal(cls, weights_file: str, plans: dict, configuration: str) -> str:
-        export_plans = export_plans_of(weights_file)
-        if export_plans is not None:  # already an export of nnssl_export: re-exporting it would change nothing
-            return (f"-pretrained_weights is not taken by the plugin's trainers (nnU-Net would unpickle "
-                    f"{weights_file} without restriction and skip the plugin's checks); {weights_file} is the "
-                    f"weights of the export '{export_plans}': train with -p {export_plans} instead of "
-                    f"-pretrained_weights")
+        if (refusal := _refusal_for_an_export(weights_file)) is not None:
+            return refusal
         command = export_command(plans, configuration)
         return (f"-pretrained_weights is not taken by the plugin's trainers (nnU-Net would unpickle {weights_file} "
                 f"without restriction and skip the plugin's checks); export the weights with {command} "
