@@ -2,6 +2,8 @@
 and preprocessed by nnU-Net's real CLI, the unlabelled one prepared on its plans), built once per session."""
 from __future__ import annotations
 
+import errno
+import io
 import os
 import shutil
 import subprocess
@@ -113,3 +115,20 @@ def world_resenc(world) -> World:
     world.run("nnssl_prepare", "-d", "990", "-t", "991", "-p", "nnUNetResEncUNetMPlans", "--plans-name",
               "nnsslPretrainResEnc", "-np", "1")
     return world
+
+
+class FullDiskFile(io.RawIOBase):
+    """A file object on a disk that fills after `limit` bytes: its write raises ENOSPC as the OS does (the disk-full
+    tests wrap the file torch.save and blosc2 write to in it)."""
+
+    def __init__(self, f, limit: int = 4096):
+        self.f, self.n, self.limit = f, 0, limit
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self.n += len(b)
+        if self.n > self.limit:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.f.write(b)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import ast
-import errno
-import io
 import json
 import re
 import shlex
@@ -22,6 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pytest
+from conftest import FullDiskFile
 import SimpleITK as sitk
 import torch
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
@@ -409,7 +408,7 @@ def case_continue_without_checkpoint(ctx):
 def case_moco_resumed_as_moco_zca(ctx):
     """The moco_zca run folder holds a checkpoint of a moco run (its trainer_name; the recipe matches, so only the
     method tells them apart): --c stops in load_checkpoint, before any tensor is loaded or any step is trained."""
-    from nnssl_plugin.recipe import default_recipe
+    from nnssl_plugin.config import default_recipe
 
     fold = ctx.results / UNL / "nnsslPretrainer_moco_zca_1epochs_1iters__nnsslPretrainPlans__3d_cpu" / "fold_all"
     fold.mkdir(parents=True)
@@ -515,21 +514,9 @@ def case_other_package_versions(ctx):
 def case_disk_full_export(ctx):
     from nnssl_plugin import io_utils
 
-    class FullDisk(io.RawIOBase):  # the file torch.save writes to: the disk fills after 4 kB (ENOSPC, as the OS)
-        def __init__(self, f):
-            self.f, self.n = f, 0
-
-        def writable(self):
-            return True
-
-        def write(self, b):
-            self.n += len(b)
-            if self.n > 4096:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self.f.write(b)
 
     real = io_utils.RecordingFile
-    ctx.monkeypatch.setattr(io_utils, "RecordingFile", lambda f: real(FullDisk(f)))
+    ctx.monkeypatch.setattr(io_utils, "RecordingFile", lambda f: real(FullDiskFile(f)))
     yield {}
     left = sorted(p.name for p in (ctx.preprocessed / LAB).iterdir() if "nnsslPlans_full" in p.name)
     assert left == [], f"left behind: {left}"
@@ -775,21 +762,9 @@ def test_a_full_disk_hidden_behind_a_runtime_error_is_named(tmp_path, monkeypatc
     from nnssl_plugin import io_utils
     from nnssl_plugin.checkpoints import atomic_torch_save
 
-    class FullDisk(io.RawIOBase):
-        def __init__(self, f):
-            self.f, self.n = f, 0
-
-        def writable(self):
-            return True
-
-        def write(self, b):
-            self.n += len(b)
-            if self.n > 4096:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self.f.write(b)
 
     real = io_utils.RecordingFile
-    monkeypatch.setattr(io_utils, "RecordingFile", lambda f: real(FullDisk(f)))
+    monkeypatch.setattr(io_utils, "RecordingFile", lambda f: real(FullDiskFile(f)))
     with pytest.raises(NnsslError) as error:
         atomic_torch_save({"w": torch.zeros(30_000)}, tmp_path / "weights.pth")
     assert isinstance(error.value.__cause__, RuntimeError) and "unexpected pos" in str(error.value.__cause__)

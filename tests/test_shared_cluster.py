@@ -3,8 +3,6 @@ file-size limit met by real writes (no root, no mount: a child under RLIMIT_FSIZ
 raising ENOSPC stands for a full disk under torch.save), and loader workers that die with a SIGKILLed parent."""
 from __future__ import annotations
 
-import errno
-import io
 import json
 import os
 import signal
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FullDiskFile
 
 from nnssl_plugin import run_lock
 from nnssl_plugin.checkpoints import atomic_torch_save, save_checkpoint_file
@@ -95,20 +94,7 @@ def test_a_save_removes_only_its_own_and_dead_processes_temp_files(tmp_path):
         holder.communicate("\n")
 
 
-class _FullDisk(io.RawIOBase):
-    """A file object on a disk that fills after 4 kB: its write raises ENOSPC as the OS does."""
 
-    def __init__(self, f):
-        self.f, self.n = f, 0
-
-    def writable(self):
-        return True
-
-    def write(self, b):
-        self.n += len(b)
-        if self.n > 4096:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return self.f.write(b)
 
     def flush(self):
         self.f.flush()
@@ -121,7 +107,7 @@ def test_enospc_inside_torch_save_is_one_line_naming_folder_and_space(tmp_path, 
     import nnssl_plugin.io_utils as io_utils
 
     real = io_utils.RecordingFile
-    monkeypatch.setattr(io_utils, "RecordingFile", lambda f: real(_FullDisk(f)))
+    monkeypatch.setattr(io_utils, "RecordingFile", lambda f: real(FullDiskFile(f)))
     path = tmp_path / "checkpoint_latest.pth"
     with pytest.raises(NnsslError) as e:
         atomic_torch_save({"w": torch.zeros(100_000)}, path)
@@ -232,7 +218,7 @@ def test_the_same_command_over_a_trained_run_names_c_and_how_to_start_over(tmp_p
 
 
 def test_each_resume_keeps_its_own_settings_in_the_run_record(tmp_path):
-    from nnssl_plugin.recipe import default_recipe
+    from nnssl_plugin.config import default_recipe
     from nnssl_plugin.run_record import read_run_record, write_run_record
 
     recipe = default_recipe("moco")
