@@ -24,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", required=True, help="the labelled target dataset (planned and preprocessed by nnU-Net)")
     p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
     p.add_argument("-p", default="nnUNetPlans", help="the target's plans (default nnUNetPlans)")
-    p.add_argument("-f", default="0", help="fold of the target's splits_final.json (default 0), or 'all': every fold, "
-                                           "each case's features computed once for all folds")
+    p.add_argument("-f", default="0", help="fold of the target's splits_final.json (default 0), or 'all': nnU-Net's five "
+                                           "cross-validation folds 0-4 (folds added after them, e.g. few-label folds, "
+                                           "are left out), each case's features computed once for all folds")
     p.add_argument("--levels-like", default=None,
                    help="read the levels of this method (moco, moco_zca: encoder stages; hier, voxel2vec: bottleneck "
                         "and decoder stages) or level set (encoder, decoder); required for 'random', which has none "
@@ -162,8 +163,10 @@ def random_reference(args: argparse.Namespace, target, levels: str, config, thre
 
 
 def _all_folds(args: argparse.Namespace, started: float, threads: int) -> int:
-    """`-f all`: the probe on every fold of the target's splits (probe/folds.py), one JSON with a record per fold and
-    the mean over the folds."""
+    """`-f all`: the probe on nnU-Net's cross-validation folds of the target's splits (probe/folds.py; folds 0-4, as
+    nnU-Net's own cross-validation averages, or every fold where the splits hold fewer; folds appended after them,
+    such as nnssl_fewshot's few-label folds, overlap them and are left out), one JSON with a record per fold and the
+    mean over the folds."""
     import math
 
     import torch
@@ -175,12 +178,13 @@ def _all_folds(args: argparse.Namespace, started: float, threads: int) -> int:
     from nnssl_plugin.probe.folds import run_dense_probe_folds
     from nnssl_plugin.probe.report import default_json_path, organ_lines, probe_record
     from nnssl_plugin.probe.sources import RANDOM, load_frozen_source
-    from nnssl_plugin.probe.target import load_target
+    from nnssl_plugin.probe.target import CROSS_VALIDATION_FOLDS, load_target
 
     if args.train_cases is not None:
         raise NnsslError("--train-cases draws from one fold's training cases; pass -f <fold> with it, not -f all")
     first = load_target(args.d, args.p, args.c, 0)
-    targets = [first, *(load_target(args.d, args.p, args.c, f) for f in range(1, first.num_folds))]
+    targets = [first, *(load_target(args.d, args.p, args.c, f)
+                        for f in range(1, min(first.num_folds, CROSS_VALIDATION_FOLDS)))]
     source = load_frozen_source(args.source, first.folder, first.plans, args.c, first.dataset_json,
                                 first.num_input_channels, args.levels_like, args.seed)
     out = Path(args.o) if args.o else default_json_path(source, first, args.seed, results_folder(), fold="all")

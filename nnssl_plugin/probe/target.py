@@ -33,6 +33,8 @@ class Target:
     val: list[Case]
 
 
+CROSS_VALIDATION_FOLDS = 5  # nnU-Net's cross-validation: folds 0-4 of splits_final.json; later folds are extra ones
+
 def load_target(dataset: str, plans_name: str, configuration: str, fold: int) -> Target:
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
