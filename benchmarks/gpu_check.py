@@ -12,9 +12,10 @@ probe at the end (nnssl_probe's defaults: fold 0 of Dataset991, 2000 voxels per 
 reference on the same levels; peak memory is the run's last `peak memory:` log line (CUDA: max_memory_allocated).
 
 On the GPU machine (torch there, nnU-Net not): benchmarks/gpu_bundle.sh here, then benchmarks/gpu_check.sh there
-(docs/BENCHMARKS.md, "GPU check"). On a CPU the same code paths run at a tiny size in tests/test_gpu_check.py:
+(docs/BENCHMARKS.md, "GPU check"). On a CPU the same code paths run at a tiny size in tests/test_gpu_check.py
+(in fp32: a CPU without native bf16 emulates it about 60x slower; `--bf16` is tested there on one step):
 
-    python benchmarks/gpu_check.py --work-dir <demo work dir> -c 3d_cpu -device cpu --steps 2 --bf16 \
+    python benchmarks/gpu_check.py --work-dir <demo work dir> -c 3d_cpu -device cpu --steps 2 \
         --compile moco_zca hier
 """
 from __future__ import annotations

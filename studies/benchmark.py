@@ -4,7 +4,10 @@ labelled phantom, the pretraining seed as the independent unit, every comparison
 One resumable command. Each step (one pretraining run, the probes of one initialisation on every fold, one held-out
 pretext evaluation on common views) writes its output when it is done and is skipped when that output exists; an
 interrupted pretraining resumes from its checkpoint_latest (`--c`). So a stopped benchmark (a background job may be
-stopped at any time) continues where it stopped when the same command runs again.
+stopped at any time) continues where it stopped when the same command runs again. A run's steps go back to back
+(pretraining, its probes, its common views), so its weights are needed only until its results exist; with
+`--results-dir studies/benchmark_results` the results (small JSONs) are kept in git, and the benchmark accumulates
+over sessions and machines: a fresh work dir rebuilds the data (same generator seeds) and runs only what is missing.
 
   nnssl_demo_data --num-unlabelled 100 --num-labelled 30     (Dataset990 unlabelled, Dataset991 labelled: BTCV's size)
   nnUNetv2_plan_and_preprocess -d 991 -c 3d_fullres; nnssl_add_cpu_config -d 991; nnssl_prepare -d 990 -t 991 -c 3d_cpu
@@ -19,10 +22,11 @@ Statistics (`nnssl_plugin.paired`): a seed's score is its probe mean Dice (13 or
 (the folds share one pretrained network, so they are not independent replicates); a comparison A − B is the mean
 over seeds of the paired difference d_s = score_A(s) − score_B(s) (same seed, same folds, same sampled voxels), with
 a 95 % t interval, and the smallest difference detectable with 80 % power at α = 0.05 (two-sided) given the sd of
-d_s and the number of seeds. The pilot (`--stage pilot`: seeds 0–2) measures that sd; `--stage plan` prints the seeds
-needed for δ ≤ 0.02 under the CPU cap; `--stage main --seeds ...` adds them.
+d_s and the number of seeds. The pilot (the default seeds 0–2) measures that sd; `--plan` then prints the seeds needed
+for δ ≤ 0.02 under the CPU cap (`--cpu-cap-hours`), and `--seeds 0 1 2 3 ...` adds them (seeds done are kept).
 
-Usage: .venv/bin/python studies/benchmark.py --work-dir /tmp/bench [--seeds 0 1 2] [--epochs 40 --iters 25]
+Usage: .venv/bin/python studies/benchmark.py --work-dir /tmp/bench --results-dir studies/benchmark_results
+           [--seeds 0 1 2] [--methods hier voxel2vec] [--epochs 40 --iters 25]
 """
 from __future__ import annotations
 
@@ -58,6 +62,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=25, help="iterations per epoch (default 25: 1,000 steps)")
     p.add_argument("--eval-every", type=int, default=10, help="held-out pretext on the method's own views every K "
                                                               "epochs (default 10)")
+    p.add_argument("--results-dir", help="where each step's result (probe and common-view JSONs, steps.json) and the "
+                                         "report go (default <work-dir>/results). Point it at a folder kept in git "
+                                         "(studies/benchmark_results) and the benchmark accumulates over machines "
+                                         "and sessions: a step whose result is there is not run again")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from what exists, run nothing")
     p.add_argument("--plan", action="store_true", help="print the CPU plan (time per seed; after the pilot, the seeds "
                                                        "needed for δ = 0.02 within --cpu-cap-hours) and stop")
@@ -70,7 +78,9 @@ def main(argv=None) -> int:
     args = parse(argv)
     work = open_work_dir(args.work_dir, MARKER, "studies/benchmark.py")
     logs, started = work / "logs", time.time()
-    stamps, out = work / "stamps", work / "results"
+    stamps = work / "stamps"
+    out = Path(args.results_dir).resolve() if args.results_dir else work / "results"
+    out.mkdir(parents=True, exist_ok=True)
     results = work / "nnUNet_results" / UNLABELLED
 
     def run_dir(method: str, seed: int) -> Path:
@@ -84,7 +94,7 @@ def main(argv=None) -> int:
     own = {m: level_set_of_method(m) for m in methods}
 
     def report() -> dict:
-        return write_report(work, args, run_dir, own, COMMON_LEVELS)
+        return write_report(out, args, own, COMMON_LEVELS)
 
     if args.report_only or args.plan:
         summary = report()
@@ -92,7 +102,7 @@ def main(argv=None) -> int:
             done = len({s for k, v in summary["scores"].items() for s in v})
             print(plan_text(summary, methods, own, COMMON_LEVELS, done, args.cpu_cap_hours))
         return 0
-    summary = write_report(work, args, run_dir, own, COMMON_LEVELS)
+    summary = report()
     print(plan_text(summary, methods, own, COMMON_LEVELS, 0, args.cpu_cap_hours).splitlines()[0], flush=True)
     print(f"this command: seeds {args.seeds}; every step is kept when done, the same command continues", flush=True)
 
@@ -123,11 +133,30 @@ def main(argv=None) -> int:
         """The probe of one initialisation on every fold (one step)."""
         target = out / "probe" / f"{init}_{levels}_seed{seed}.json"
         if target.is_file():
+            if init == "random":
+                restore_reference(target, seed)
             return
         source = ["random"] if init == "random" else [str(run_dir(init, seed))]
         timed(f"probe {levels} levels:{init}:{seed}",
               ["nnssl_probe", *source, "-d", "991", "-c", "3d_cpu", "-f", "all", "--levels-like", levels, "-device",
                "cpu", "--seed", str(seed), "-o", str(target)], logs / f"probe_{init}_{levels}_seed{seed}.log")
+
+    def restore_reference(record_file: Path, seed: int) -> None:
+        """Random init's all-fold probe kept in the results folder (another session's) put back where nnssl_probe
+        looks for its reference, so a run's probe reads it instead of computing it again (the same file nnssl_probe
+        random -f all writes there)."""
+        record = json.loads(record_file.read_text())
+        cache = (work / "nnUNet_results" / TARGET / "nnssl_probe" /
+                 f"random.probe__{TARGET}__nnUNetPlans__3d_cpu__foldall__{record['levels']}__seed{seed}.json")
+        if not cache.is_file():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(record_file.read_text())
+
+    def done(method: str, seed: int) -> bool:
+        """Every result of this run is in the results folder (its pretraining is not needed again)."""
+        return all((out / "probe" / f"{method}_{levels}_seed{seed}.json").is_file()
+                   for levels in {COMMON_LEVELS, own[method]}) and (out / "common_views" /
+                                                                    f"{method}_seed{seed}.json").is_file()
 
     def common_views(method: str, seed: int) -> None:
         target = out / "common_views" / f"{method}_seed{seed}.json"
@@ -141,15 +170,16 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for levels in level_sets:
             probe("random", seed, levels)
-        for method in methods:
+        for method in methods:  # a run's steps back to back: its weights are needed only until its results exist
+            if done(method, seed):
+                continue
             pretrain(method, seed)
             for levels in sorted({COMMON_LEVELS, own[method]}):
                 probe(method, seed, levels)
-            report()
-        for method in methods:
             common_views(method, seed)
+            report()
         report()
-    print(f"done in {time.time() - started:.0f} s: {work / 'benchmark.md'}")
+    print(f"done in {time.time() - started:.0f} s: {out / 'benchmark.md'}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The benchmark's report (benchmark.md, benchmark.json, benchmark.png in the work dir), rewritten after every step
+"""The benchmark's report (benchmark.md, benchmark.json, benchmark.png in the results folder), rewritten after every step
 from the step outputs that exist: per initialisation and level set the seed scores (probe mean Dice averaged over the
 folds), every comparison as a paired difference over seeds with its 95 % interval and the difference the design
 can detect (nnssl_plugin.paired), the seeds a δ of DELTA needs, the held-out pretext on common views, and the CPU
@@ -40,8 +40,8 @@ def comparisons(methods: list[str], own_levels: dict[str, str], common: str) -> 
     return rows
 
 
-def write_report(work: Path, args, run_dir, own_levels: dict[str, str], common: str) -> dict:
-    out = work / "results"
+def write_report(out: Path, args, own_levels: dict[str, str], common: str) -> dict:
+    """benchmark.md, .json and .png in `out` (the results folder) from the step results found there."""
     methods = [m for m in args.methods]
     seeds = list(args.seeds)
     inits = [*methods, RANDOM]
@@ -140,14 +140,14 @@ def write_report(work: Path, args, run_dir, own_levels: dict[str, str], common: 
             kinds.setdefault(name.split(":")[0], []).append(seconds)
         for kind, values in sorted(kinds.items()):
             lines.append(f"- {kind}: {sum(values) / len(values):.0f} s × {len(values)}")
-    (work / "benchmark.md").write_text("\n".join(lines) + "\n")
+    (out / "benchmark.md").write_text("\n".join(lines) + "\n")
     summary = {"seeds": seeds, "methods": methods, "delta": DELTA,
                "scores": {f"{i}|{l}": v for (i, l), v in scores.items()},
                "organs": {f"{i}|{l}": v for (i, l), v in organs.items()}, "comparisons": results,
                "common_views": views, "steps": steps}
-    (work / "benchmark.json").write_text(json.dumps(summary, indent=1, default=str))
+    (out / "benchmark.json").write_text(json.dumps(summary, indent=1, default=str))
     if results:
-        plot(work / "benchmark.png", results, args)
+        plot(out / "benchmark.png", results, args)
     return summary
 
 
@@ -177,9 +177,10 @@ def plot(path: Path, results: list[dict], args) -> None:
 
 
 # Seconds per step on this 2-core machine, used for the plan until the benchmark has measured its own (steps.json):
-# a 1,000-step 3d_cpu pretraining and an all-fold probe of 30 cases (estimates from the earlier probe study's
-# timings, 3.6 s per MoCo epoch of 25 steps, dense steps ~2.5x, one-fold probes ~1 min for 12 cases).
-ESTIMATES = {"pretrain dense": 900.0, "pretrain moco": 400.0, "probe": 420.0, "common views": 90.0}
+# a 1,000-step 3d_cpu pretraining and an all-fold probe of 30 cases. Dense pretraining and the probe as measured on
+# the first pilot attempt (2026-12-07: hier seed 0, 72 s per epoch of 25 steps with the held-out hook beside a light
+# load; an all-fold probe 435 s alone); MoCo from the earlier probe study's timings (MoCo steps ~2.5x cheaper).
+ESTIMATES = {"pretrain dense": 2900.0, "pretrain moco": 1200.0, "probe": 435.0, "common views": 90.0}
 
 
 def step_seconds(steps: dict, kind: str, dense: bool = False) -> tuple[float, bool]:
