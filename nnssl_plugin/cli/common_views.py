@@ -16,10 +16,8 @@ loaded from the run's checkpoint_final.pth (`weights_only=True`). Chance is ln(n
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from nnssl_plugin.errors import NnsslError, cli_entry
@@ -51,75 +49,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from nnssl_plugin import trainer_names
-    from nnssl_plugin.checkpoints import safe_load
     from nnssl_plugin.cli.pretrain import cpu_threads
     from nnssl_plugin.config import METHODS, method_config
-    from nnssl_plugin.data.two_view import TwoViewDataLoader
-    from nnssl_plugin.export import build_planned_network
-    from nnssl_plugin.families import family_of
-    from nnssl_plugin.heldout import draw_heldout_batches, locate_target_data
-    from nnssl_plugin.intensity import unit_ranges
-    from nnssl_plugin.io_utils import atomic_write_json, load_json
-    from nnssl_plugin.modules.network_protocol import PlanContext
-    from nnssl_plugin.paths import preprocessed_folder
-    from nnssl_plugin.plans import load_plans, resolve_configuration
-    from nnssl_plugin.data.prepare import MARKER
+    from nnssl_plugin.finished_run import heldout_view_batches, load_run_network, target_name
+    from nnssl_plugin.io_utils import atomic_write_json
     from nnssl_plugin.rng import isolated
 
     if args.device == "cpu":
         torch.set_num_threads(cpu_threads())
     device = torch.device(args.device)
     run = Path(args.run)
-    record_path, final = run / "nnssl_run.json", run / "checkpoint_final.pth"
-    if not final.is_file() or not record_path.is_file():
-        raise NnsslError(f"{run} holds no finished run (checkpoint_final.pth and nnssl_run.json); pass the fold_all "
-                         f"folder of a finished nnssl_pretrain run")
-    record = load_json(record_path)
-    method = trainer_names.method_of(trainer_names.trainer_of_run_folder(run.resolve().parent.name))
-    if method not in METHODS:
-        raise NnsslError(f"{run.resolve().parent.name} is not a run folder of nnssl_pretrain (nnsslPretrainer_<method>"
-                         f"...); pass the fold_all folder of a finished run")
-    config = method_config(method)
-    options = record.get("method_options") or {}
-    if options:
-        config = replace(config, **options)
-    family = family_of(config)
-    dataset = run.resolve().parents[1].name
-    plans = load_plans(dataset, args.p)
-    configuration = resolve_configuration(plans, args.c)
-    dataset_json = load_json(preprocessed_folder() / dataset / "dataset.json")
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    pm = PlansManager(plans)
-    channels = determine_num_input_channels(pm, pm.get_configuration(args.c), dataset_json)
-    patch = tuple(int(p) for p in configuration["patch_size"])
-    batch_size = int(configuration["batch_size"])
-    unet = build_planned_network(plans, args.c, channels, dataset_json)
-    plan = PlanContext(channels, batch_size, patch, tuple(configuration["architecture"]["arch_kwargs"]["strides"]),
-                       tuple(unit_ranges(plans, configuration)))
-    network = family.network.from_plan(unet, config, plan)
-    state = safe_load(final)["network_weights"]
-    network.load_state_dict(state)
-    network.to(device)
-
-    folder = locate_target_data(args.target, plans, args.c)
-    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-
-    target_plans = PlansManager(load_plans(folder.parent.name, plans[MARKER]["target_plans"]))
-    labels = target_plans.get_label_manager(load_json(folder.parent / "dataset.json"))
-    dataset_class = infer_dataset_class(str(folder))
+    loaded = load_run_network(run, args.p, args.c, device)
+    method, config, family, network = loaded.method, loaded.config, loaded.family, loaded.network
+    is_2d = len(loaded.patch) == 2
     members = [m for m, c in METHODS.items() if c.family == config.family]
-    view_sets = {CLEAN: clean_options(family.views(config, len(patch) == 2, plans, configuration))}
+    view_sets = {CLEAN: clean_options(family.views(config, is_2d, loaded.plans, loaded.configuration))}
     for member in members:
-        view_sets[member] = family.views(method_config(member), len(patch) == 2, plans, configuration)
+        view_sets[member] = family.views(method_config(member), is_2d, loaded.plans, loaded.configuration)
     values = {}
     for name, loader_options in view_sets.items():
-        with isolated(args.seed):
-            cases = dataset_class.get_identifiers(str(folder))
-            loader = TwoViewDataLoader(dataset_class(str(folder), cases), batch_size, patch, labels, **loader_options)
-        batches = draw_heldout_batches(loader, args.batches, args.seed)
+        batches = heldout_view_batches(args.target, loaded, args.c, loader_options, args.batches, args.seed)
         for batch in batches:  # the dense forward reads the clean crops for its restoration term only
             batch.setdefault("clean1", batch["view1"])
             batch.setdefault("clean2", batch["view2"])
@@ -130,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {method} on {name} views: loss {out['loss']:.4f} (chance {math.log(out['negatives'] + 1):.4f})"
               f", top-1 {out['top1']:.4f} (chance {out['chance']:.4f})")
     atomic_write_json(Path(args.o), {"format": "nnssl_common_views/1", "run": str(run), "method": method,
-                                     "family": config.family, "target": folder.parent.name, "configuration": args.c,
-                                     "batches": args.batches, "batch_size": batch_size, "seed": args.seed,
+                                     "family": config.family, "target": target_name(args.target, loaded, args.c),
+                                     "configuration": args.c, "batches": args.batches,
+                                     "batch_size": loaded.batch_size, "seed": args.seed,
                                      "views": values})
     return 0
 
