@@ -43,3 +43,29 @@ def test_readouts_against_numpy():
     np.testing.assert_allclose(out["std"].numpy(), flat_f.std(-1), rtol=1e-5)
     np.testing.assert_allclose(out["prenorm_avg"].numpy(), flat_g.mean(-1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["prenorm_std"].numpy(), flat_g.std(-1), rtol=1e-5)
+
+
+def test_moco_network_reads_the_prenorm_map_when_asked():
+    from dataclasses import replace
+
+    from nnssl_plugin.methods.moco.config import METHODS
+    from nnssl_plugin.methods.moco.network import build_moco_network
+
+    x1, x2 = torch.randn(2, 1, 8, 12, 12), torch.randn(2, 1, 8, 12, 12)
+    for readout in ("output", "prenorm"):
+        unet = _unet()
+        network = build_moco_network(unet, replace(METHODS["moco"], global_readout=readout), 2, (8, 12, 12), ranks=1)
+        network.eval()
+        stage = network.encoder.stages[-1]
+        with torch.no_grad(), captured_output(last_conv(stage)) as pre:
+            skips = network.encoder(x1)
+        expected = (pre[0] if readout == "prenorm" else skips[-1]).flatten(2).mean(2)
+        with torch.no_grad():
+            raw = network.pair_embeddings(x1, x2)["raw"]
+        torch.testing.assert_close(raw, expected)
+    network.train()
+    network.pair_embeddings(x1, x2)["q"].sum().backward()  # the prenorm path keeps its gradient to the encoder
+    assert last_conv(network.encoder.stages[-1]).weight.grad.abs().sum() > 0
+    import copy
+    import pickle
+    pickle.loads(pickle.dumps(copy.deepcopy(network).cpu().state_dict()))  # the hooks do not stop a deep copy

@@ -39,6 +39,10 @@ class MocoConfig:
     view_shift: float = 0.25  # largest offset between the views per axis, a fraction of the patch (0.5: at chance)
     key_update: str = "period"  # "period": key function frozen per queue turnover (no age cue); "step": MoCo v2's EMA
     pooling: str = "avg"  # MoCo v2's global average pool; "max": the average of an instance-normalised map barely varies
+    # which map the global vector pools: "output" (the bottleneck, after its InstanceNorm and nonlinearity) or
+    # "prenorm" (the last conv's output before that norm, which still holds the per-crop channel means); screened in
+    # docs/RESULTS.md ("Can the global vector tell crops apart?")
+    global_readout: str = "output"
     family: str = "moco"  # which network and two-view loader the trainer assembles
 
 

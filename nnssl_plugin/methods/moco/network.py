@@ -7,7 +7,8 @@ projectors, the key queue with the case id of every key, and, for moco_zca, the 
 all as parameters or persistent buffers. `forward` computes the losses (and, for moco_zca in training, moves the
 running whitening statistics); the EMA and the enqueue run in `after_step`, outside any compiled forward.
 
-Global branch: bottleneck → whitening with running statistics (moco: per channel, `whitening_per_channel`, the BatchNorm MoCo
+Global branch (`global_readout` "prenorm": the last conv's output before its InstanceNorm in place of the
+bottleneck, `methods/moco/readout.py`): bottleneck → whitening with running statistics (moco: per channel, `whitening_per_channel`, the BatchNorm MoCo
 v2's ResNet ends in; moco_zca: ZCA) → global average pool → projector → InfoNCE
 vs the queue (never-filled slots and same-case keys masked). Whitening and pooling are both linear, so the pooled
 vector is whitened (the statistics come from every position). Until `global_loss_min_keys` real keys exist the global
@@ -32,6 +33,7 @@ from nnssl_plugin.losses.local import local_region_infonce
 from nnssl_plugin.losses.moco import moco_infonce_and_logits, top1_accuracy
 from nnssl_plugin.methods.moco.config import MocoConfig
 from nnssl_plugin.methods.moco.queue import KeyQueue, derived_queue_size
+from nnssl_plugin.methods.moco.readout import GLOBAL_READOUTS, LastOutput, last_conv
 from nnssl_plugin.modules.ema import ema_update, frozen_copy_of
 from nnssl_plugin.modules.network_protocol import PlanContext
 from nnssl_plugin.modules.projector import ProjectionHead
@@ -68,6 +70,14 @@ class MocoNetwork(nn.Module):
         self.whitening = whitening
         if config.key_update not in KEY_UPDATES:
             raise ValueError(f"key_update must be one of {', '.join(KEY_UPDATES)}, found '{config.key_update}'")
+        if config.global_readout not in GLOBAL_READOUTS:
+            raise ValueError(f"global_readout must be one of {', '.join(GLOBAL_READOUTS)}, found "
+                             f"'{config.global_readout}'")
+        self._prenorm = None  # global_readout "prenorm": hooks keeping each encoder's last conv output
+        if config.global_readout == "prenorm":
+            self._prenorm = {"query": LastOutput(), "key": LastOutput()}
+            last_conv(self.encoder.stages[-1]).register_forward_hook(self._prenorm["query"])
+            last_conv(self.key_encoder.stages[-1]).register_forward_hook(self._prenorm["key"])
         # "period": the key function (EMA encoder, projector, whitening statistics) is frozen while the queue fills
         self.register_buffer("steps_since_refresh", torch.zeros((), dtype=torch.long))
         if whitening is not None:  # the keys' whitening statistics, refreshed with the key encoder
@@ -110,11 +120,14 @@ class MocoNetwork(nn.Module):
         period = self.config.key_update == "period"
         with torch.no_grad():
             key_map = self.key_encoder(view2)[-1]  # (n, c, *s)
-        raw = pool(skips[-1])  # (n, c)
+        query_map = skips[-1]
+        if self._prenorm is not None:  # the last conv's outputs before their InstanceNorm, same shape
+            query_map, key_map = self._prenorm["query"].take(), self._prenorm["key"].take()
+        raw = pool(query_map)  # (n, c)
         query_in, key_in, whitened = raw, pool(key_map), None
         if self.whitening is not None:
-            mean, w = self.whitening.statistics(skips[-1])  # training: moves the running statistics
-            whitened = pool(apply_whitening(skips[-1], mean, w))  # avg: = the whitened pool (both linear)
+            mean, w = self.whitening.statistics(query_map)  # training: moves the running statistics
+            whitened = pool(apply_whitening(query_map, mean, w))  # avg: = the whitened pool (both linear)
             with torch.no_grad():  # keys: no gradient; the key function's frozen statistics ("period")
                 key_in = pool(apply_whitening(key_map, *((self.key_mean, self.key_w) if period else
                                                          (mean.detach(), w.detach()))))

@@ -43,6 +43,28 @@ def captured_output(module: nn.Module) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
+GLOBAL_READOUTS = ("output", "prenorm")  # MocoConfig.global_readout
+
+
+class LastOutput:
+    """A forward hook that keeps the module's last output (with its gradient): register it with
+    `module.register_forward_hook(hook)` and `hook.take()` after the forward. An object, not a closure, so a
+    network holding it still deep-copies and pickles."""
+
+    def __init__(self):
+        self.output: torch.Tensor | None = None
+
+    def __call__(self, _module, _inputs, output: torch.Tensor) -> None:
+        self.output = output
+
+    def take(self) -> torch.Tensor:
+        """The kept output, released (a module holding a graph's tensor would not deep-copy)."""
+        output, self.output = self.output, None
+        if output is None:
+            raise RuntimeError("the hooked module ran no forward since the last take()")
+        return output
+
+
 def std_pool(x: torch.Tensor) -> torch.Tensor:
     """Per-channel spatial standard deviation (population), fp32."""
     return x.float().flatten(2).std(dim=2, unbiased=False)
