@@ -5,7 +5,8 @@ from (seed, i), so every network sees the same crops), both views through the qu
 readout (`methods/moco/readout.py`: the last stage's output pooled by avg/max/std, the last conv's output before its
 InstanceNorm pooled by avg/std, and the projector's output q as the method trains it) the two numbers of
 `ops/pair_separability.py`: B/W (0.5 = the two views of a crop as unrelated as two different crops) and top-1
-(nearest partner after per-channel standardisation; chance 1/M).
+(nearest partner after per-channel standardisation, the other crops of its case left out as MoCo's training masks
+same-case keys; chance about 1/M).
 
     .venv/bin/python studies/moco_screen.py --work-dir /work/bench --random moco:0 moco:1 \\
         --runs <fold_all> ... --target 991 -c 3d_cpu --shifts 0.25 0.1 0 --batches 40 -o screen.json
@@ -25,7 +26,7 @@ from nnssl_plugin.config import METHODS, method_config
 from nnssl_plugin.finished_run import build_run_network, heldout_view_batches, load_run_network
 from nnssl_plugin.heldout import evaluating
 from nnssl_plugin.methods.moco.readout import READOUTS, captured_output, last_conv, readouts
-from nnssl_plugin.ops.pair_separability import between_within_ratio, pair_top1
+from nnssl_plugin.ops.pair_separability import between_within_ratio, pair_top1, top1_chance
 
 UNLABELLED = "Dataset990_PhantomUnlabelled"
 
@@ -56,6 +57,7 @@ def screen(loaded, target: str, configuration: str, shift: float, batches: int, 
     a: dict[str, list[torch.Tensor]] = {}
     b: dict[str, list[torch.Tensor]] = {}
     stage = network.encoder.stages[-1]
+    cases = torch.cat([batch["case_ids"] for batch in pairs])  # (M,): other crops of a case are no candidates
     with evaluating(network):
         for batch in pairs:
             for first, second, into in (("view1", "view2", a), ("view2", "view1", b)):
@@ -67,7 +69,9 @@ def screen(loaded, target: str, configuration: str, shift: float, batches: int, 
     result = {}
     for name in [*READOUTS, "projector q"]:
         va, vb = torch.cat(a[name]), torch.cat(b[name])
-        result[name] = {"bw": between_within_ratio(va, vb), "top1": pair_top1(va, vb), "pairs": va.shape[0]}
+        result[name] = {"bw": between_within_ratio(va, vb), "top1": pair_top1(va, vb, cases),
+                        "top1_any_crop": pair_top1(va, vb), "chance": top1_chance(cases, va.shape[0]),
+                        "pairs": va.shape[0]}
     return result
 
 
@@ -94,7 +98,7 @@ def main(argv=None) -> int:
             for readout, v in values.items():
                 rows.append({"network": name, "shift": shift, "readout": readout, **v})
                 print(f"| {name} | {shift:g} | {readout} | {v['bw']:.3f} | {v['top1']:.3f} (chance "
-                      f"{1 / v['pairs']:.3f}) |", flush=True)
+                      f"{v['chance']:.3f}; any crop {v['top1_any_crop']:.3f}) |", flush=True)
     Path(args.o).write_text(json.dumps({"batches": args.batches, "seed": args.seed, "rows": rows}, indent=1))
     return 0
 

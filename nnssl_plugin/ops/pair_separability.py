@@ -12,7 +12,10 @@ identical views give ∞. `var_i` is the sample variance (M − 1).
     top-1 = (1/M) Σ_i [argmax_j cos(ã_i, b̃_j) = i]
 
 with every channel standardised over all 2M vectors (ã, b̃; a channel of zero spread is left at 0), i.e. the share
-of view-1 vectors whose nearest view-2 vector (cosine) is their own partner's; chance 1 / M.
+of view-1 vectors whose nearest view-2 vector (cosine) is their own partner's; chance 1 / M. With `groups` (the case
+of each pair) the other crops of i's own case are left out of its candidates, as MoCo's training masks same-case
+keys: a global vector is asked to tell cases apart, not two crops of one case; chance is then the mean of
+1 / (1 + crops of other cases).
 
 Shapes: a, b (M, c), M >= 2. Computed in fp64 without gradient.
 """
@@ -39,8 +42,9 @@ def between_within_ratio(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def pair_top1(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Share of i whose nearest b_j (cosine, channels standardised over all 2M vectors) is b_i; chance 1 / M."""
+def pair_top1(a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor | None = None) -> float:
+    """Share of i whose nearest b_j (cosine, channels standardised over all 2M vectors) is b_i; chance 1 / M.
+    `groups` (M,): candidates j ≠ i of i's own group are left out."""
     a, b = _pairs(a, b)
     both = torch.cat([a, b])
     sd = both.std(dim=0, unbiased=False)
@@ -48,5 +52,20 @@ def pair_top1(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = (a - both.mean(0)) / scale, (b - both.mean(0)) / scale
     a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-300)
     b = b / b.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    nearest = (a @ b.T).argmax(dim=1)
-    return float((nearest == torch.arange(a.shape[0])).double().mean())
+    similarity = a @ b.T  # (M, M)
+    if groups is not None:
+        groups = groups.reshape(-1).to(similarity.device)
+        own = (groups[:, None] == groups[None, :]) & ~torch.eye(len(groups), dtype=torch.bool,
+                                                                 device=similarity.device)
+        similarity = similarity.masked_fill(own, -torch.inf)
+    nearest = similarity.argmax(dim=1)
+    return float((nearest == torch.arange(a.shape[0], device=nearest.device)).double().mean())
+
+
+def top1_chance(groups: torch.Tensor | None, m: int) -> float:
+    """Chance level of `pair_top1`: 1 / M, or with groups the mean of 1 / (1 + crops of other groups)."""
+    if groups is None:
+        return 1.0 / m
+    groups = groups.reshape(-1)
+    others = (groups[:, None] != groups[None, :]).sum(dim=1).double()
+    return float((1.0 / (1.0 + others)).mean())

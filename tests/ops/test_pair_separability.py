@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnssl_plugin.ops.pair_separability import between_within_ratio, pair_top1
+from nnssl_plugin.ops.pair_separability import between_within_ratio, pair_top1, top1_chance
 
 
 def _bw_numpy(a: np.ndarray, b: np.ndarray) -> float:
@@ -61,3 +61,18 @@ def test_a_constant_channel_and_bad_shapes():
         between_within_ratio(torch.zeros(1, 3), torch.zeros(1, 3))
     with pytest.raises(ValueError):
         pair_top1(torch.zeros(4, 3), torch.zeros(4, 2))
+
+
+def test_groups_leave_the_other_crops_of_a_case_out():
+    rng = np.random.default_rng(3)
+    case = rng.normal(size=(5, 4)) * 5  # 5 cases, 3 crops each: crops of one case differ a little, views less
+    groups = np.repeat(np.arange(5), 3)
+    x = case[groups] + rng.normal(size=(15, 4)) * 0.3
+    a, b = x + rng.normal(size=x.shape) * 0.01, x + rng.normal(size=x.shape) * 0.01
+    a_t, b_t, g_t = torch.tensor(a), torch.tensor(b), torch.tensor(groups)
+    assert pair_top1(a_t, b_t, g_t) == 1.0  # every view finds its partner once its case-mates are not candidates
+    confused = np.repeat(case, 3, axis=0)  # crops of one case identical: only the case can be told
+    assert pair_top1(torch.tensor(confused), torch.tensor(confused), g_t) == 1.0
+    assert pair_top1(torch.tensor(confused), torch.tensor(confused)) <= 1 / 3 + 1e-9  # argmax: the first case-mate
+    assert top1_chance(g_t, 15) == pytest.approx(1 / 13)
+    assert top1_chance(None, 15) == pytest.approx(1 / 15)
