@@ -101,7 +101,8 @@ def write_report(out: Path, args, own_levels: dict[str, str], common: str) -> di
             values = [by_seed[s] for s in seeds if s in by_seed]
             m, sd = mean_sd(values)
             fold_sds = [mean_sd(folds[(init, levels)][s])[1] for s in by_seed]
-            lines.append(f"| {init} | {levels} | {len(values)} | {m:.3f} ± {sd:.3f} | "
+            spread = f"{m:.3f} ± {sd:.3f}" if len(values) > 1 else f"{m:.3f} (one seed: no sd)"
+            lines.append(f"| {init} | {levels} | {len(values)} | {spread} | "
                          f"{', '.join(f'{v:.3f}' for v in values)} | {sum(fold_sds) / len(fold_sds):.3f} |")
     lines += ["", "## Paired comparisons (A − B, same seed, folds and voxels)", "",
               "| comparison | levels | seeds | mean difference [95 % interval] | sd of d | detectable at this n "
