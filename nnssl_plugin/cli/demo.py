@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-STUDY = ("docs/RESULTS.md (studies/benchmark.py: 1,000 pretraining steps, 100 unlabelled phantoms, the probe on all 5 "
-         "folds of 30 labelled phantoms, paired seeds)")
+STUDY = ("docs/RESULTS.md: the probe study (1,000 pretraining steps, 3 seeds, one fold), and the benchmark "
+         "that decides as its seeds complete (studies/benchmark.py: the probe on all 5 folds of 30 labelled phantoms, "
+         "paired seeds)")
 SHORT = {"nnUNetTrainerSSLLinear": "linear probe", "nnUNetTrainerSSLInit": "fine-tune",
          "nnUNetTrainerSSLScratch": "scratch"}
 
@@ -273,7 +274,7 @@ def demo_table(scores: dict[str, list[list[float]]], levels: dict[str, str],
                          f"(95 % interval above 0).")
         else:
             lines.append(f"{method}: not shown above random init at this budget ({difference.text()} over {n} seeds: "
-                         f"the 95 % interval reaches 0); the study's numbers are in {STUDY}.")
+                         f"the 95 % interval reaches 0); longer runs: {STUDY}.")
     lines += ["", f"nnU-Net's validation Dice (summary.json) of the proof runs on {args.labelled_cases} labelled cases, "
               f"{args.ft_epochs} x {args.ft_iters} steps, ONE seed each: proof that nnUNetv2_train runs the trainers, "
               "not a comparison.", "",
