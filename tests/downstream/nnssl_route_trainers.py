@@ -59,7 +59,10 @@ def _predict_held_out(trainer) -> None:
     trainer.print_to_log_file(f"predicted {len(held_out)} held-out case(s) into {out}")
 
 
-class DynamicPretrainedTrainer_nnsslTest(DynamicPretrainedTrainer):
+class _ShortRunWithHeldOutPrediction:
+    """What both test trainers add to the route's trainer: the short schedule, the initial state saved, the held-out
+    case predicted in place of the final validation."""
+
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         _shorten(self)
@@ -72,14 +75,9 @@ class DynamicPretrainedTrainer_nnsslTest(DynamicPretrainedTrainer):
         _predict_held_out(self)
 
 
-class PretrainedTrainer_nnsslTest(PretrainedTrainer):
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _shorten(self)
+class DynamicPretrainedTrainer_nnsslTest(_ShortRunWithHeldOutPrediction, DynamicPretrainedTrainer):
+    pass
 
-    def initialize(self):
-        super().initialize()
-        _save_initial_state(self)
 
-    def perform_actual_validation(self, save_probabilities: bool = False):
-        _predict_held_out(self)
+class PretrainedTrainer_nnsslTest(_ShortRunWithHeldOutPrediction, PretrainedTrainer):
+    pass
