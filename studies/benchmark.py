@@ -133,24 +133,11 @@ def main(argv=None) -> int:
         """The probe of one initialisation on every fold (one step)."""
         target = out / "probe" / f"{init}_{levels}_seed{seed}.json"
         if target.is_file():
-            if init == "random":
-                restore_reference(target, seed)
             return
         source = ["random"] if init == "random" else [str(run_dir(init, seed))]
         timed(f"probe {levels} levels:{init}:{seed}",
               ["nnssl_probe", *source, "-d", "991", "-c", "3d_cpu", "-f", "all", "--levels-like", levels, "-device",
                "cpu", "--seed", str(seed), "-o", str(target)], logs / f"probe_{init}_{levels}_seed{seed}.log")
-
-    def restore_reference(record_file: Path, seed: int) -> None:
-        """Random init's all-fold probe kept in the results folder (another session's) put back where nnssl_probe
-        looks for its reference, so a run's probe reads it instead of computing it again (the same file nnssl_probe
-        random -f all writes there)."""
-        record = json.loads(record_file.read_text())
-        cache = (work / "nnUNet_results" / TARGET / "nnssl_probe" /
-                 f"random.probe__{TARGET}__nnUNetPlans__3d_cpu__foldall__{record['levels']}__seed{seed}.json")
-        if not cache.is_file():
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(record_file.read_text())
 
     def done(method: str, seed: int) -> bool:
         """Every result of this run is in the results folder (its pretraining is not needed again)."""

@@ -1,5 +1,5 @@
 """Global pooling of a feature map over its spatial axes: the one definition the MoCo family's projector input,
-its held-out evaluation and `nnssl_spectrum` use.
+its held-out evaluation, `nnssl_spectrum` and the readout screen (`methods/moco/readout.py`) use.
 
 Shape: (n, c, *spatial) → (n, c), fp32.
 """
@@ -19,6 +19,11 @@ def max_pool(x: torch.Tensor) -> torch.Tensor:
     """Global max pool, fp32: unlike the average of an instance-normalised map, not fixed by the map's
     normalisation."""
     return x.float().flatten(2).amax(dim=2)
+
+
+def std_pool(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel spatial standard deviation (population), fp32: what InstanceNorm divides by, before the norm."""
+    return x.float().flatten(2).std(dim=2, unbiased=False)
 
 
 def global_pool(x: torch.Tensor, pooling: str = "avg") -> torch.Tensor:

@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from nnssl_plugin.ops.pooling import avg_pool, max_pool
+from nnssl_plugin.ops.pooling import avg_pool, max_pool, std_pool
 
 READOUTS = ("avg", "max", "std", "prenorm_avg", "prenorm_std")
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -63,11 +63,6 @@ class LastOutput:
         if output is None:
             raise RuntimeError("the hooked module ran no forward since the last take()")
         return output
-
-
-def std_pool(x: torch.Tensor) -> torch.Tensor:
-    """Per-channel spatial standard deviation (population), fp32."""
-    return x.float().flatten(2).std(dim=2, unbiased=False)
 
 
 def readouts(output: torch.Tensor, prenorm: torch.Tensor) -> dict[str, torch.Tensor]:
