@@ -60,7 +60,7 @@ def build_run_network(dataset: str, method: str, config, plans_name: str, config
 
     from nnssl_plugin.export import build_planned_network
     from nnssl_plugin.families import family_of
-    from nnssl_plugin.intensity import unit_ranges
+    from nnssl_plugin.intensity import restoration_ranges, unit_ranges
     from nnssl_plugin.io_utils import load_json
     from nnssl_plugin.modules.network_protocol import PlanContext
     from nnssl_plugin.paths import preprocessed_folder
@@ -76,7 +76,7 @@ def build_run_network(dataset: str, method: str, config, plans_name: str, config
     batch_size = int(configuration["batch_size"])
     unet = build_planned_network(plans, configuration_name, channels, dataset_json)
     plan = PlanContext(channels, batch_size, patch, tuple(configuration["architecture"]["arch_kwargs"]["strides"]),
-                       tuple(unit_ranges(plans, configuration)))
+                       tuple(unit_ranges(plans, configuration)), tuple(restoration_ranges(plans, configuration)))
     network = family.network.from_plan(unet, config, plan).to(device)
     return FinishedRun(method, config, family, dataset, plans, configuration, patch, batch_size, network)
 

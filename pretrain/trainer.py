@@ -36,7 +36,7 @@ from nnssl_plugin.config import MethodConfig, with_options
 from nnssl_plugin.data.two_view import TwoViewDataLoader
 from nnssl_plugin.errors import NnsslError
 from nnssl_plugin.families import family_of
-from nnssl_plugin.intensity import unit_ranges
+from nnssl_plugin.intensity import restoration_ranges, unit_ranges
 from nnssl_plugin.modules.network_protocol import PlanContext
 from nnssl_plugin.ops.rank import effective_rank
 from nnssl_plugin.run_record import (check_resumed_recipe, read_run_record, refuse_other_method, run_settings,
@@ -113,7 +113,8 @@ class nnsslPretrainer(nnUNetTrainer):
         config = self.configuration_manager.configuration
         plan = PlanContext(self.num_input_channels, self.batch_size, tuple(self.configuration_manager.patch_size),
                            tuple(config["architecture"]["arch_kwargs"]["strides"]),
-                           tuple(unit_ranges(self.plans_manager.plans, config)))
+                           tuple(unit_ranges(self.plans_manager.plans, config)),
+                           tuple(restoration_ranges(self.plans_manager.plans, config)))
         try:
             self.network = self.family.network.from_plan(unet, self.method_config, plan)
         except ValueError as e:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import sys
 import time
 from pathlib import Path
@@ -39,12 +40,40 @@ from pathlib import Path
 from study_steps import open_work_dir, phantom_world, run
 
 from nnssl_plugin import trainer_names
-from nnssl_plugin.config import METHODS
+from nnssl_plugin.config import default_recipe, method_config, parse_option, with_options
 from nnssl_plugin.families import level_set_of_method
+from nnssl_plugin.recipe import run_tag
 
 MARKER = ".nnssl_benchmark"
 UNLABELLED, TARGET = "Dataset990_PhantomUnlabelled", "Dataset991_PhantomBTCV"
-ORDER = ("hier", "voxel2vec", "moco_zca", "moco")  # the decision first: a cut seed keeps the dense pair
+# A row of the benchmark: a method, or a named variant = a method with config options (`nnssl_pretrain --option`).
+# The papers' recipes (Kats et al. 2024, arXiv 2401.06473; vox2vec, Goncharov et al. 2023, arXiv 2307.14725; their
+# public code read for the numbers): every level projected without losing rank, a head as wide as its input,
+# restoration on [−175, 250] HU, Models-Genesis-scale shuffling, the batch's crop pairs from one case; vox2vec's own
+# views. The *_paper ablations each put back one of today's choices.
+PAPER_HIER = {"level_dim": "0", "hidden_dim": "0", "restoration_window": "kats", "shuffle": "genesis",
+              "pairs_per_case": "2"}
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "hier": ("hier", {}), "voxel2vec": ("voxel2vec", {}), "moco_zca": ("moco_zca", {}), "moco": ("moco", {}),
+    "hier_paper": ("hier", PAPER_HIER),
+    "voxel2vec_paper": ("voxel2vec", {"hidden_dim": "0", "view_windows": "vox2vec", "pairs_per_case": "2"}),
+    "hier_paper_frozen32": ("hier", {**PAPER_HIER, "level_dim": "32", "train_level_projections": "false"}),
+    "hier_paper_wide_shuffle": ("hier", {**PAPER_HIER, "shuffle": "wide"}),
+    "hier_paper_plans_window": ("hier", {**PAPER_HIER, "restoration_window": "plans"}),
+    "hier_paper_one_pair": ("hier", {**PAPER_HIER, "pairs_per_case": "1"}),
+    "hier_paper_photometric": ("hier", {**PAPER_HIER, "photometric_views": "true", "view_windows": "vox2vec"}),
+}
+ORDER = ("hier_paper", "voxel2vec_paper", "hier", "voxel2vec", "moco_zca", "moco",  # decisions first: a cut seed
+         "hier_paper_frozen32", "hier_paper_wide_shuffle", "hier_paper_plans_window", "hier_paper_one_pair",  # keeps
+         "hier_paper_photometric")  # the pairs
+
+
+def variant_config(name: str) -> tuple[str, dict, dict]:
+    """(method, typed options, the whole resolved method config as a dict) of a benchmark row."""
+    method, texts = VARIANTS[name]
+    base = method_config(method)
+    options = {k: parse_option(base, k, v) for k, v in texts.items()}
+    return method, options, asdict(with_options(base, options))
 COMMON_LEVELS = "encoder"  # the level set every initialisation is read at (cross-family rows)
 FOLDS = 5
 
@@ -54,7 +83,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--work-dir", required=True, help="the benchmark's own folder (created; reused only if it is one)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pretraining seeds (default: the pilot's "
                                                                            "0 1 2)")
-    p.add_argument("--methods", nargs="+", default=list(ORDER), choices=sorted(METHODS))
+    p.add_argument("--methods", nargs="+", default=["hier", "voxel2vec", "moco_zca", "moco"], choices=ORDER,
+                   help="methods and named variants (VARIANTS in this file: a method with config options), run in "
+                        "this file's ORDER within a seed (default: the four methods)")
     p.add_argument("--num-unlabelled", type=int, default=100)
     p.add_argument("--num-labelled", type=int, default=30, help="labelled cases (default 30, BTCV's size: 6 "
                                                                 "validation cases per fold)")
@@ -83,15 +114,18 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = work / "nnUNet_results" / UNLABELLED
 
-    def run_dir(method: str, seed: int) -> Path:
-        trainer = trainer_names.pretrainer(method, args.epochs, args.iters, seed)
+    def run_dir(name: str, seed: int) -> Path:
+        method, options, _ = variant_config(name)
+        tag = run_tag(default_recipe(method_config(method).family), default_recipe(method_config(method).family),
+                      options)
+        trainer = trainer_names.pretrainer(method, args.epochs, args.iters, seed, tag)
         return results / trainer_names.run_folder(trainer, "nnsslPretrainPlans", "3d_cpu") / "fold_all"
 
     from benchmark_report import plan_text, write_report
 
     methods = [m for m in ORDER if m in args.methods]
     args.methods = methods
-    own = {m: level_set_of_method(m) for m in methods}
+    own = {m: level_set_of_method(VARIANTS[m][0]) for m in methods}
 
     def report() -> dict:
         return write_report(out, args, own, COMMON_LEVELS)
@@ -118,16 +152,18 @@ def main(argv=None) -> int:
 
     phantom_world(stamps, logs, args.num_unlabelled, args.num_labelled, started)
 
-    def pretrain(method: str, seed: int) -> None:
-        fold = run_dir(method, seed)
+    def pretrain(name: str, seed: int) -> None:
+        fold = run_dir(name, seed)
         if (fold / "checkpoint_final.pth").is_file():
             return
         resume = ["--c"] if (fold / "checkpoint_latest.pth").is_file() else []
-        print(f"pretrain {method} seed {seed}{' (resumed)' if resume else ''}", flush=True)
-        timed(f"pretrain {method}:{seed}",
+        method, texts = VARIANTS[name]
+        print(f"pretrain {name} seed {seed}{' (resumed)' if resume else ''}", flush=True)
+        timed(f"pretrain {name}:{seed}",
               ["nnssl_pretrain", "-d", "990", "-m", method, "-c", "3d_cpu", "-device", "cpu", "--epochs",
                str(args.epochs), "--iters", str(args.iters), "--seed", str(seed), "--eval-target", "991",
-               "--eval-every", str(args.eval_every), *resume], logs / f"pretrain_{method}_seed{seed}.log")
+               "--eval-every", str(args.eval_every), *[f"--option={k}={v}" for k, v in texts.items()], *resume],
+              logs / f"pretrain_{name}_seed{seed}.log")
 
     def probe(init: str, seed: int, levels: str) -> None:
         """The probe of one initialisation on every fold (one step)."""
@@ -139,11 +175,29 @@ def main(argv=None) -> int:
               ["nnssl_probe", *source, "-d", "991", "-c", "3d_cpu", "-f", "all", "--levels-like", levels, "-device",
                "cpu", "--seed", str(seed), "-o", str(target)], logs / f"probe_{init}_{levels}_seed{seed}.log")
 
-    def done(method: str, seed: int) -> bool:
+    def check_record(name: str, seed: int) -> None:
+        """runs/<row>_seed<s>.json records the row's whole config before its first step; results made with another
+        config than the row's today are refused, never mixed."""
+        method, options, config = variant_config(name)
+        kept = out / "runs" / f"{name}_seed{seed}.json"
+        if kept.is_file():
+            if json.loads(kept.read_text())["config"] != config:
+                raise SystemExit(f"{kept}: the results of {name} seed {seed} were made with another config than "
+                                 f"{name}'s today; give today's config a new row name in VARIANTS, or move the old "
+                                 f"results to a row whose options spell out their config")
+            return
+        if any((out / sub / f"{name}_{tail}seed{seed}.json").is_file() for sub, tail in
+               (("probe", f"{COMMON_LEVELS}_"), ("probe", f"{own[name]}_"), ("common_views", ""))):
+            raise SystemExit(f"results of {name} seed {seed} exist in {out} without runs/{name}_seed{seed}.json "
+                             f"(their config is unknown); move them away or write that record")
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps({"method": method, "options": VARIANTS[name][1], "config": config}, indent=1))
+
+    def done(name: str, seed: int) -> bool:
         """Every result of this run is in the results folder (its pretraining is not needed again)."""
-        return all((out / "probe" / f"{method}_{levels}_seed{seed}.json").is_file()
-                   for levels in {COMMON_LEVELS, own[method]}) and (out / "common_views" /
-                                                                    f"{method}_seed{seed}.json").is_file()
+        return all((out / "probe" / f"{name}_{levels}_seed{seed}.json").is_file()
+                   for levels in {COMMON_LEVELS, own[name]}) and (out / "common_views" / f"{name}_seed{seed}.json"
+                                                                  ).is_file()
 
     def common_views(method: str, seed: int) -> None:
         target = out / "common_views" / f"{method}_seed{seed}.json"
@@ -158,6 +212,7 @@ def main(argv=None) -> int:
         for levels in level_sets:
             probe("random", seed, levels)
         for method in methods:  # a run's steps back to back: its weights are needed only until its results exist
+            check_record(method, seed)
             if done(method, seed):
                 continue
             pretrain(method, seed)

@@ -22,14 +22,23 @@ def _load(path: Path) -> dict | None:
 
 
 def comparisons(methods: list[str], own_levels: dict[str, str], common: str) -> list[tuple[str, str, str, str]]:
-    """(label, arm A, arm B, level set) for every comparison the benchmark reports, the decisions first."""
+    """(label, arm A, arm B, level set) for every comparison the benchmark reports, the decisions first: the
+    papers' recipes against each other, today's, each paper recipe against today's, each ablation against its paper
+    recipe, every row against random init, and across families on the common levels."""
     rows = []
     dense = [m for m in methods if own_levels[m] != common]
-    if "hier" in methods and "voxel2vec" in methods:
-        rows.append(("hier − voxel2vec (own levels)", "hier", "voxel2vec", own_levels["hier"]))
-        rows.append(("hier − voxel2vec (common levels)", "hier", "voxel2vec", common))
+    for a, b in (("hier_paper", "voxel2vec_paper"), ("hier", "voxel2vec")):
+        if a in methods and b in methods:
+            rows.append((f"{a} − {b} (own levels)", a, b, own_levels[a]))
+            rows.append((f"{a} − {b} (common levels)", a, b, common))
     if "moco_zca" in methods and "moco" in methods:
         rows.append(("moco_zca − moco", "moco_zca", "moco", common))
+    for a, b in (("hier_paper", "hier"), ("voxel2vec_paper", "voxel2vec")):
+        if a in methods and b in methods:
+            rows.append((f"{a} − {b} (own levels)", a, b, own_levels[a]))
+    for m in methods:
+        if m.startswith("hier_paper_") and "hier_paper" in methods:
+            rows.append((f"{m} − hier_paper (own levels)", m, "hier_paper", own_levels[m]))
     for m in methods:
         rows.append((f"{m} − random init (common levels)", m, RANDOM, common))
     for m in dense:
@@ -188,7 +197,7 @@ def step_seconds(steps: dict, kind: str, dense: bool = False) -> tuple[float, bo
     """(seconds per step of `kind`, measured?) from steps.json's entries 'kind ...:init:seed'."""
     key = {"pretrain": "pretrain"}.get(kind, kind)
     values = [v for name, v in steps.items() if name.startswith(key) and
-              (kind != "pretrain" or (name.split(":")[0].split(" ", 1)[1] in ("hier", "voxel2vec")) == dense)]
+              (kind != "pretrain" or (name.split(":")[0].split(" ", 1)[1].startswith(("hier", "voxel2vec"))) == dense)]
     if values:
         return sum(values) / len(values), True
     return ESTIMATES[f"pretrain {'dense' if dense else 'moco'}" if kind == "pretrain" else kind], False

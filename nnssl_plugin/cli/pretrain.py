@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--clip", type=float, default=None, help="gradient-norm clip (0: none)")
     r.add_argument("--batch-size", type=int, default=None, help="batch size instead of the plans' (all GPUs together)")
     r.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a field of the method's config (nnssl_plugin/config.py), e.g. restoration_weight=1 or "
-                        "zca_mode=running; repeatable; adds _r<hash> to the name")
+                   help="a field of the method's config (nnssl_plugin/methods/<family>/config.py), e.g. "
+                        "restoration_weight=1 or whitening_mode=running; repeatable; adds _r<hash> to the name")
     e = p.add_argument_group("held-out evaluation")
     e.add_argument("--eval-target", default=None, help="labelled dataset (id or name) whose preprocessed cases give "
                                                        "held-out crop pairs; off by default")

@@ -20,7 +20,9 @@ from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransfo
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import OneOfTransform, RandomTransform
 
-from nnssl_plugin.data.vox2vec_augment import GaussianSharpen, RandomIntensityWindow
+from nnssl_plugin.data.genesis_shuffle import GenesisVoxelShuffle
+from nnssl_plugin.data.vox2vec_augment import (GaussianNoiseSd, GaussianSharpen, InPlaneGaussianBlur,
+                                               RandomIntensityWindow)
 
 # Box sides as fractions of the patch side such that 1-5 boxes paint ~5 % of a patch on average (Kats et al.):
 # expected painted fraction (union of the boxes) 4.8-5.0 % in 3D, 5.3-5.4 % in 2D for patches of 32-256 voxels
@@ -259,8 +261,8 @@ class BoxInpainting(ImageOnlyTransform):
         return img
 
 
-def hier_local_transforms(is_2d: bool = False, window: Sequence[tuple[float, float]] | None = None
-                          ) -> BasicTransform:
+def hier_local_transforms(is_2d: bool = False, window: Sequence[tuple[float, float]] | None = None,
+                          shuffle: str = "wide") -> BasicTransform:
     """The `hier` method's corruptions of one view (Kats, Hirsch, Heinrich 2024, arXiv 2401.06473, after Models
     Genesis): local voxel shuffling (p=0.8), a monotone Bézier intensity curve (p=0.9) and box in-painting of ~5 %
     of the patch (always). The restoration target is the view before these.
@@ -269,10 +271,13 @@ def hier_local_transforms(is_2d: bool = False, window: Sequence[tuple[float, flo
     configuration)`: the Bézier curve acts on that window (voxels outside unchanged) and the in-painting noise spans
     it, like Kats et al.'s corruptions of CT clipped to [−175, 250] HU. None: the crop's own min and max (air and
     bone then take most of the curve). `is_2d` is accepted for parity with `global_view_transforms`: the box sizes
-    follow the patch's dimensionality by themselves."""
+    follow the patch's dimensionality by themselves. `shuffle`: "wide" (`LocalVoxelShuffle`'s blocks up to side/8,
+    each its own permutation) or "genesis" (Kats et al.'s scale, `genesis_shuffle.GenesisVoxelShuffle`)."""
     del is_2d
+    if shuffle not in ("wide", "genesis"):
+        raise ValueError(f"shuffle={shuffle!r} is not one of ('wide', 'genesis')")
     return ComposeTransforms([
-        RandomTransform(LocalVoxelShuffle(), apply_probability=0.8),
+        RandomTransform(LocalVoxelShuffle() if shuffle == "wide" else GenesisVoxelShuffle(), apply_probability=0.8),
         RandomTransform(BezierIntensity(window=window), apply_probability=0.9),
         BoxInpainting(value_range=window),
     ])
@@ -304,4 +309,23 @@ def voxel2vec_view_transforms(is_2d: bool = False, unit_ranges: Sequence[tuple[f
         RandomTransform(GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_channel=1, synchronize_channels=True),
                         apply_probability=0.5),
         RandomIntensityWindow(unit_ranges, windows),
+    ])
+
+
+def vox2vec_view_transforms(widest: Sequence[tuple[float, float]], narrowest: Sequence[tuple[float, float]],
+                            noise_sd: Sequence[float]) -> BasicTransform:
+    """vox2vec's own per-view transforms (Goncharov et al., MICCAI 2023, arXiv 2307.14725), in network units: blur
+    (σ 0.25–1.5, `InPlaneGaussianBlur`) or sharpening (`GaussianSharpen`), one of them with p = 0.5, both in the
+    axial plane; Gaussian noise with sd ~ U(0, 30 HU) (p = 0.5, `GaussianNoiseSd`); then the random window with lower
+    end in [−1350, −1000] HU and upper end in [300, 1000] HU (p = 0.8, otherwise the widest), stretched back over
+    the widest window [−1350, 1000] HU (`RandomIntensityWindow`) — the window vox2vec's evaluation reads, so the
+    identity of nnU-Net's input here. nnU-Net's CT clip range lies inside every such window, so on nnU-Net's input
+    the window is a contrast gain of 1–1.8× and a shift, never a clip.
+
+    `widest`, `narrowest`, `noise_sd`: per channel, from `nnssl_plugin.intensity.vox2vec_windows` and
+    `vox2vec_noise_sd`."""
+    return ComposeTransforms([
+        RandomTransform(OneOfTransform([InPlaneGaussianBlur(), GaussianSharpen()]), apply_probability=0.5),
+        RandomTransform(GaussianNoiseSd(noise_sd), apply_probability=0.5),
+        RandomIntensityWindow(widest, narrowest),
     ])

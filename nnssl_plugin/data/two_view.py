@@ -27,6 +27,9 @@ the crop before them is returned as the restoration target) and `num_voxels` (co
 in the workers, preferring the body: voxels inside the case and above the crop's background, which nnU-Net's
 preprocessing leaves at the image minimum — CT clipped at the foreground's 0.5 percentile, MR zero background).
 
+`pairs_per_case=k` draws k consecutive crop pairs of the batch from one case (the dense methods' same-volume
+negatives); each pair has its own nnU-Net crop and offset.
+
 Batch keys: view1, view2 (b, c, *patch) float32; start1, start2 (b, D) int64, crop (box) start in case voxels;
 mirror1, mirror2 (b, D) bool; keys (case identifiers); case_ids (b,) int64, each case's index in the loader's
 sorted identifiers (MoCo masks same-case queue keys with it). D = 3 (3d) or 2 (2d; the slice axis is dropped).
@@ -61,10 +64,14 @@ class TwoViewDataLoader(nnUNetDataLoader):
                  label_manager: LabelManager, view_transforms: BasicTransform | None = None,
                  max_shift: float = MAX_SHIFT, mirror_axes: Sequence[int] | None = None,
                  local_transforms: BasicTransform | None = None, num_voxels: int | None = None,
-                 scale_range: Sequence[float] | None = None):
+                 scale_range: Sequence[float] | None = None, pairs_per_case: int = 1):
         """`max_shift`: largest offset between the views as a fraction of the patch (of the smaller box with
         scaling; < 1 keeps them overlapping); `mirror_axes`: spatial axes (of the patch) that may be flipped,
-        default all; `local_transforms`, `num_voxels`, `scale_range`: see the module docstring."""
+        default all; `local_transforms`, `num_voxels`, `scale_range`: see the module docstring; `pairs_per_case`:
+        consecutive crop pairs of the batch drawn from one case (each pair its own crops), so a batch of b crops
+        holds ceil(b / pairs_per_case) cases (Kats et al., vox2vec: 10 pairs from one volume)."""
+        if int(pairs_per_case) < 1:
+            raise ValueError(f"pairs_per_case must be >= 1, got {pairs_per_case}")
         if not 0.0 <= max_shift < 1.0:
             raise ValueError(f"max_shift must be in [0, 1) so that the views overlap, got {max_shift}")
         if scale_range is not None:
@@ -88,6 +95,7 @@ class TwoViewDataLoader(nnUNetDataLoader):
         self.mirror_axes = tuple(range(len(spatial))) if mirror_axes is None else tuple(mirror_axes)
         self.local_transforms = local_transforms
         self.num_voxels = num_voxels
+        self.pairs_per_case = int(pairs_per_case)
         self.case_index = {key: i for i, key in enumerate(sorted(self.indices))}  # identifier -> case id
 
     def _crop(self, data, full_start: np.ndarray, mirror: np.ndarray, key: str = "?",
@@ -155,6 +163,8 @@ class TwoViewDataLoader(nnUNetDataLoader):
 
     def generate_train_batch(self) -> dict:
         keys = self.get_indices()
+        if self.pairs_per_case > 1:  # same draws as one pair per case; every group of pairs repeats its first case
+            keys = [keys[j - j % self.pairs_per_case] for j in range(len(keys))]
         d = len(self.spatial_patch)
         starts = np.zeros((2, self.batch_size, d), dtype=np.int64)
         sizes = np.zeros((2, self.batch_size, d), dtype=np.float32)

@@ -9,6 +9,9 @@ arXiv 2307.14725) for the `voxel2vec` baseline, as batchgeneratorsv2 transforms 
   1 + 2s(1 − cos ω) per axis: its s is ~50× smaller than α, and its mid-band boost (gain − 1) 3–4× smaller at
   s = 0.3. Raising s instead would boost the highest frequencies most (gain up to 1 + 12 s at the 3D Nyquist
   corner), i.e. the noise, so the vox2vec form is implemented here.
+- `InPlaneGaussianBlur`: vox2vec's blur, σ ∈ [0.25, 1.5] voxels in the last two spatial axes.
+- `GaussianNoiseSd`: additive zero-mean Gaussian noise whose sd is drawn uniformly in [0, sd_max] per channel
+  (vox2vec: [0, 30] HU, before the window; `nnssl_plugin.intensity.vox2vec_noise_sd` gives sd_max in network units).
 - `RandomIntensityWindow`: vox2vec clips HU to a random window whose lower end is drawn in [−1350, −1000] and upper
   end in [300, 1000] (p = 0.8; otherwise the widest window) and scales it to [0, 1]. Here the widest window is the
   channel's fixed range in network units (the plans' CT clip range, `nnssl_plugin.intensity.unit_ranges`), the
@@ -75,6 +78,45 @@ class GaussianSharpen(ImageOnlyTransform):
             blurred = gaussian_filter_axes(img[c].float(), sigma1, axes)  # (*spatial)
             detail = blurred - gaussian_filter_axes(blurred, self.sigma2, axes)
             img[c] = blurred.add_(detail, alpha=alpha).to(img.dtype)
+        return img
+
+
+class InPlaneGaussianBlur(ImageOnlyTransform):
+    """vox2vec's blur, per channel: x ← G_σ x in the last two spatial axes, σ ~ U(sigma) voxels (default [0.25, 1.5])."""
+
+    def __init__(self, sigma: Range = (0.25, 1.5)):
+        super().__init__()
+        self.sigma = sigma
+
+    def get_parameters(self, **data_dict) -> dict:
+        return {"sigma": [float(np.random.uniform(*self.sigma)) for _ in range(data_dict["image"].shape[0])]}
+
+    def _apply_to_image(self, img: torch.Tensor, **params) -> torch.Tensor:
+        axes = (img.dim() - 3, img.dim() - 2)  # last two spatial axes of a channel (*spatial)
+        for c, sigma in enumerate(params["sigma"]):
+            img[c] = gaussian_filter_axes(img[c].float(), sigma, axes).to(img.dtype)
+        return img
+
+
+class GaussianNoiseSd(ImageOnlyTransform):
+    """x_c ← x_c + σ_c ε, ε ~ N(0, 1) per voxel, σ_c ~ U(0, sd_max[c]) (vox2vec: sd_max = 30 HU)."""
+
+    def __init__(self, sd_max: Sequence[float]):
+        super().__init__()
+        self.sd_max = [float(v) for v in sd_max]
+
+    def get_parameters(self, **data_dict) -> dict:
+        img = data_dict["image"]
+        if img.shape[0] != len(self.sd_max):
+            raise ValueError(f"GaussianNoiseSd has {len(self.sd_max)} sd bound(s) but the image has {img.shape[0]} "
+                             f"channel(s); pass one per input channel (nnssl_plugin.intensity.vox2vec_noise_sd)")
+        sds = [float(np.random.uniform(0.0, m)) for m in self.sd_max]
+        return {"sd": sds, "noise": np.random.standard_normal(tuple(img.shape)).astype(np.float32)}
+
+    def _apply_to_image(self, img: torch.Tensor, **params) -> torch.Tensor:
+        noise = torch.from_numpy(params["noise"]).to(img.device, img.dtype)  # (c, *spatial)
+        for c, sd in enumerate(params["sd"]):
+            img[c] += sd * noise[c]
         return img
 
 

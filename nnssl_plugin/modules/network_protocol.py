@@ -27,12 +27,14 @@ class PlanContext:
     num_input_channels: image channels; batch_size: per process (the effective batch multiplies it by the DDP world
     size); patch_size: the configuration's patch (D entries); stage_strides: the plans' per-stage strides
     (`arch_kwargs["strides"]`, an int or D ints each); unit_ranges: per input channel (lo, hi) in network units that
-    a restoration maps to [0, 1] (`nnssl_plugin.intensity.unit_ranges`), None when unknown."""
+    a restoration maps to [0, 1] (`nnssl_plugin.intensity.unit_ranges`), None when unknown; restoration_ranges: the
+    same for Kats et al.'s [−175, 250] HU (`nnssl_plugin.intensity.restoration_ranges`), None when unknown."""
     num_input_channels: int
     batch_size: int
     patch_size: tuple[int, ...]
     stage_strides: tuple
     unit_ranges: tuple[tuple[float, float], ...] | None = None
+    restoration_ranges: tuple[tuple[float, float], ...] | None = None
 
 
 class StepOutput(TypedDict, total=False):

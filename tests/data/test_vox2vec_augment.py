@@ -7,7 +7,11 @@ import pytest
 import torch
 from scipy import ndimage
 
-from nnssl_plugin.data.vox2vec_augment import GaussianSharpen, RandomIntensityWindow, gaussian_filter_axes
+from nnssl_plugin.data.local_augment import hier_local_transforms, vox2vec_view_transforms
+from nnssl_plugin.data.genesis_shuffle import GenesisVoxelShuffle
+from nnssl_plugin.data.vox2vec_augment import (GaussianNoiseSd, GaussianSharpen, InPlaneGaussianBlur,
+                                               RandomIntensityWindow, gaussian_filter_axes)
+from nnssl_plugin.intensity import unit_ranges, vox2vec_noise_sd, vox2vec_windows
 
 
 def _scipy_blur(x: np.ndarray, sigma: float, axes) -> np.ndarray:
@@ -93,3 +97,63 @@ def test_window_needs_one_range_per_channel():
         RandomIntensityWindow([(-1.0, 1.0)], [])
     with pytest.raises(ValueError, match="1 channel range"):
         RandomIntensityWindow([(-1.0, 1.0)], [(-0.5, 0.5)])(image=torch.zeros(2, 4, 4))
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 16, 12), (1, 16, 12)])
+def test_in_plane_blur_is_scipys_gaussian_in_the_last_two_axes_only(shape):
+    x = np.random.default_rng(2).normal(size=shape)
+    got = InPlaneGaussianBlur()._apply_to_image(torch.from_numpy(x).float(), sigma=[0.9] * shape[0]).double()
+    for c in range(shape[0]):
+        np.testing.assert_allclose(got[c].numpy(), _scipy_blur(x[c], 0.9, (x.ndim - 3, x.ndim - 2)), atol=1e-5)
+    np.random.seed(0)
+    sigmas = [InPlaneGaussianBlur().get_parameters(image=torch.zeros(1, 4, 4))["sigma"][0] for _ in range(200)]
+    assert 0.25 <= min(sigmas) and max(sigmas) <= 1.5
+
+
+def test_noise_sd_is_uniform_up_to_the_bound_per_channel():
+    t = GaussianNoiseSd([0.4, 2.0])
+    np.random.seed(1)
+    sds = np.array([t.get_parameters(image=torch.zeros(2, 3, 3))["sd"] for _ in range(2000)])  # (2000, 2)
+    assert (sds >= 0).all() and (sds[:, 0] <= 0.4).all() and (sds[:, 1] <= 2.0).all()
+    np.testing.assert_allclose(sds.mean(0), [0.2, 1.0], rtol=0.05)  # U(0, m) has mean m / 2
+    img = torch.full((2, 40, 40, 40), 5.0)
+    params = {"sd": [0.3, 0.0], "noise": np.random.standard_normal((2, 40, 40, 40)).astype(np.float32)}
+    out = t._apply_to_image(img.clone(), **params)
+    np.testing.assert_allclose(out[0].numpy(), 5.0 + 0.3 * params["noise"][0], rtol=1e-6)
+    assert torch.equal(out[1], img[1])
+    with pytest.raises(ValueError, match="vox2vec_noise_sd"):
+        t.get_parameters(image=torch.zeros(1, 3, 3))
+
+
+CT = {"foreground_intensity_properties_per_channel": {"0": {"mean": 94.0, "std": 71.0, "percentile_00_5": -429.0,
+                                                            "percentile_99_5": 209.0}}}
+CT_CONFIGURATION = {"normalization_schemes": ["CTNormalization"]}
+
+
+def test_vox2vec_views_never_clip_nnunets_ct_input_and_change_contrast_by_at_most_1_8x():
+    widest, narrowest = vox2vec_windows(CT, CT_CONFIGURATION)
+    blur_or_sharpen, noise, window = vox2vec_view_transforms(widest, narrowest, vox2vec_noise_sd(CT, CT_CONFIGURATION)
+                                                             ).transforms
+    kinds = {type(t) for t in blur_or_sharpen.transform.list_of_transforms}
+    assert kinds == {InPlaneGaussianBlur, GaussianSharpen} and blur_or_sharpen.apply_probability == 0.5
+    assert noise.transform.sd_max == pytest.approx([30 / 71]) and noise.apply_probability == 0.5
+    (lo, hi), = unit_ranges(CT, CT_CONFIGURATION)  # nnU-Net's input range: [-429, 209] HU
+    x = torch.linspace(lo, hi, 101)[None]
+    np.random.seed(2)
+    gains = []
+    for _ in range(200):
+        params = window.get_parameters(image=x)
+        (a, b), = params["windows"]
+        assert a < lo and hi < b  # every window holds the whole clip range: nothing is clipped
+        out = window._apply_to_image(x.clone(), **params)[0].numpy()
+        slope = np.diff(out) / np.diff(x[0].numpy())
+        np.testing.assert_allclose(slope, slope[0], rtol=1e-3)  # an affine map on nnU-Net's input
+        gains.append(slope[0])
+    assert min(gains) == pytest.approx(1.0) and 1.6 < max(gains) <= 2350 / 1300 + 1e-6  # p = 0.2: the identity
+
+
+def test_hier_shuffle_choice_picks_kats_scale_blocks():
+    shuffle = hier_local_transforms(shuffle="genesis").transforms[0]
+    assert isinstance(shuffle.transform, GenesisVoxelShuffle) and shuffle.apply_probability == 0.8
+    with pytest.raises(ValueError, match="shuffle="):
+        hier_local_transforms(shuffle="kats")

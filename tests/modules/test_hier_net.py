@@ -95,6 +95,50 @@ def test_hier_balances_levels_and_voxel2vec_concatenates_raw_features():
     assert set(out["terms"]) == {"loss_voxel"} and torch.isfinite(out["loss"])
 
 
+
+def test_full_rank_projections_keep_every_levels_rank_and_the_papers_head_is_as_wide_as_its_input():
+    """level_dim=0: each level (4, 8, 16 channels) is projected to the widest level's 16 channels, so every
+    projection is injective (rank = the level's channels; at level_dim=4 the 8- and 16-channel levels drop to rank 4);
+    hidden_dim=0: Kats et al.'s head, input width → input width → input width → out_dim."""
+    torch.manual_seed(0)
+    full = _hier(config=replace(method_config("hier"), level_dim=0, hidden_dim=0))
+    cut = _hier(config=replace(method_config("hier"), level_dim=4))
+    for net, ranks in ((full, [16, 8, 4]), (cut, [4, 4, 4])):  # levels coarse to fine: 16, 8, 4 channels
+        assert [int(np.linalg.matrix_rank(lin.weight.detach().numpy())) for lin in net.projections] == ranks
+    widths = [m.out_features for m in full.head.net if isinstance(m, nn.Linear)]
+    assert full.head.net[0].in_features == 3 * 16 and widths == [48, 48, 128]
+
+
+def test_frozen_projections_stay_at_their_random_init_while_everything_else_trains():
+    torch.manual_seed(0)
+    net = _hier(config=replace(method_config("hier"), train_level_projections=False))
+    before = [lin.weight.detach().clone() for lin in net.projections]
+    optimiser = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=0.1)
+    net(**_inputs())["loss"].backward()
+    optimiser.step()
+    assert all(p.grad is None and not p.requires_grad for p in net.projections.parameters())
+    assert all(torch.equal(lin.weight, b) for lin, b in zip(net.projections, before))
+    assert net.head.net[0].weight.grad is not None and "frozen random" in net.summary()
+    assert any(k.startswith("projections.") for k in net.state_dict())  # kept in the checkpoint: a resumed run
+    #                                                                    continues with the same random maps
+
+
+def test_kats_restoration_window_is_what_the_plan_builder_passes():
+    from nnssl_plugin.modules.network_protocol import PlanContext
+    plan = PlanContext(1, 2, (8, 16, 16), tuple(STRIDES), unit_ranges=((-7.8, 1.6),),
+                       restoration_ranges=((-3.8, 2.2),))
+    plans_window = type(_hier()).from_plan(_unet(), method_config("hier"), plan)
+    kats = type(_hier()).from_plan(_unet(), replace(method_config("hier"), restoration_window="kats"), plan)
+    assert (plans_window.unit_lo.item(), plans_window.unit_hi.item()) == pytest.approx((-7.8, 1.6))
+    assert (kats.unit_lo.item(), kats.unit_hi.item()) == pytest.approx((-3.8, 2.2))
+
+
+@pytest.mark.parametrize("field,value", [("shuffle", "paper"), ("level_dim", -1), ("pairs_per_case", 0),
+                                         ("restoration_window", "hu")])
+def test_a_bad_option_is_refused_in_one_line_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=f"{field}="):
+        replace(method_config("hier"), **{field: value})
+
 def _with_input_as_finest_level(net):
     """Make the finest pyramid level carry the network input in channel 0 (the restoration head then sees x)."""
     finest = net.pyramid

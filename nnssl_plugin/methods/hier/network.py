@@ -4,8 +4,9 @@
 The whole planned U-Net (encoder + decoder; its segmentation layers are frozen and unused) plus the method heads,
 one module so that everything `--c` needs lands in nnU-Net's checkpoint. Both views run through the U-Net in one
 batch (2n crops). At the sampled corresponding voxels, each pyramid level (bottleneck, decoder stages coarse to
-fine) is read at the cell holding the voxel; `hier` projects each level with its own trainable 1×1×1 projection to
-`level_dim` channels (hierarchical balance), `voxel2vec` keeps the raw features (coarse, wide levels dominate);
+fine) is read at the cell holding the voxel; `hier` projects each level with its own 1×1×1 projection to
+`level_dim` channels (hierarchical balance; 0: the widest level's channels, so no level loses rank; trained, or
+frozen random as in Kats et al.'s code with `train_level_projections=False`), `voxel2vec` keeps the raw features (coarse, wide levels dominate);
 the concatenation of both views' voxels goes through the projection head in one batch (its BatchNorm sees one set
 of statistics for both views) to an L2-normalised voxel embedding:
 
@@ -13,8 +14,8 @@ of statistics for both views) to an L2-normalised voxel embedding:
     loss_restore = restoration_weight · MSE(restoration(finest decoder output), u(un-corrupted crop))  (hier only)
     loss         = loss_voxel + loss_restore                                     (weight 10, Kats et al.)
 
-u maps each channel's fixed range (lo, hi) in network units (the plans' CT clip range) to [0, 1]
-(`nnssl_plugin.losses.restoration`), as Kats et al. compute the MSE on CT scaled to [0, 1]. `terms` holds the
+u maps each channel's fixed range (lo, hi) in network units to [0, 1] (`nnssl_plugin.losses.restoration`): the
+plans' CT clip range, or with `restoration_window="kats"` Kats et al.'s own [−175, 250] HU. `terms` holds the
 weighted contributions, so the logged terms add up to the loss.
 
 The per-level projections are 1×1×1 convolutions applied only at the sampled voxels (a 1×1×1 convolution is the
@@ -58,10 +59,14 @@ class HierNetwork(nn.Module):
         if len(strides) != len(channels):
             raise ValueError(f"{len(strides)} level strides for {len(channels)} pyramid levels")
         self.strides = [tuple(int(v) for v in s) for s in strides]
-        self.projections = (nn.ModuleList(nn.Linear(c, config.level_dim) for c in channels)
+        self.level_dim = config.level_dim or max(channels)  # 0: the widest level, no level cut below its rank
+        self.projections = (nn.ModuleList(nn.Linear(c, self.level_dim) for c in channels)
                             if config.project_levels else None)
-        width = config.level_dim * len(channels) if config.project_levels else sum(channels)
-        self.head = ProjectionHead(width, config.hidden_dim, config.out_dim, config.head_layers, config.head_batch_norm)
+        if self.projections is not None and not config.train_level_projections:
+            self.projections.requires_grad_(False)  # frozen random, as Kats et al.'s code leaves them
+        width = self.level_dim * len(channels) if config.project_levels else sum(channels)
+        self.head = ProjectionHead(width, config.hidden_dim or width, config.out_dim, config.head_layers,
+                                   config.head_batch_norm)
         self.restoration = None
         if config.restoration_weight > 0:
             lo, hi = _checked_unit_ranges(unit_ranges, num_input_channels)
@@ -72,14 +77,16 @@ class HierNetwork(nn.Module):
 
     @classmethod
     def from_plan(cls, unet: nn.Module, config: HierConfig, plan: PlanContext) -> HierNetwork:
-        """The protocol's builder: `build_hier_network` with the plans' strides and intensity ranges."""
-        return build_hier_network(unet, config, plan.num_input_channels, plan.stage_strides, plan.patch_size,
-                                  plan.unit_ranges)
+        """The protocol's builder: `build_hier_network` with the plans' strides and the restoration's intensity
+        ranges (config.restoration_window: "plans" the plans' clip range, "kats" [−175, 250] HU)."""
+        ranges = plan.restoration_ranges if config.restoration_window == "kats" else plan.unit_ranges
+        return build_hier_network(unet, config, plan.num_input_channels, plan.stage_strides, plan.patch_size, ranges)
 
     def summary(self) -> str:
         """One line for the training log: the pyramid the voxel embedding reads and the loss terms."""
         levels = len(self.strides)
-        reads = (f"{levels} levels projected to {self.config.level_dim} channels each" if self.projections is not None
+        frozen = "" if self.config.train_level_projections else " (frozen random)"
+        reads = (f"{levels} levels projected to {self.level_dim} channels each{frozen}" if self.projections is not None
                  else f"{levels} raw levels concatenated ({self.head.net[0].in_features} channels)")
         restore = (f"restoration weight {self.config.restoration_weight:g}" if self.restoration is not None
                    else "no restoration")
