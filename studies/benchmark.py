@@ -13,7 +13,10 @@ over sessions and machines: a fresh work dir rebuilds the data (same generator s
   nnUNetv2_plan_and_preprocess -d 991 -c 3d_fullres; nnssl_add_cpu_config -d 991; nnssl_prepare -d 990 -t 991 -c 3d_cpu
   per seed s (seeds in order, so a cut benchmark holds whole seeds):
       nnssl_probe random -f all --levels-like encoder/decoder ... --seed s
-      per method m: nnssl_pretrain -d 990 -m m -c 3d_cpu --epochs E --iters I --seed s --eval-target 991
+      per row m (a method, or a named variant: a method with --option K=V, VARIANTS below; its whole config is
+      recorded in <results>/runs/<m>_seed<s>.json before its first step, and results made with another config
+      are refused, never mixed):
+                    nnssl_pretrain -d 990 -m m -c 3d_cpu --epochs E --iters I --seed s --eval-target 991 [--option ..]
                     nnssl_probe <run> -d 991 -c 3d_cpu -f all --levels-like encoder --seed s   (the common level set)
                     nnssl_probe <run> ... -f all --seed s                                      (dense: its own levels)
                     python -m nnssl_plugin.cli.common_views <run> ...                           (pretext on common views)
@@ -26,7 +29,7 @@ d_s and the number of seeds. The pilot (the default seeds 0–2) measures that s
 for δ ≤ 0.02 under the CPU cap (`--cpu-cap-hours`), and `--seeds 0 1 2 3 ...` adds them (seeds done are kept).
 
 Usage: .venv/bin/python studies/benchmark.py --work-dir /tmp/bench --results-dir studies/benchmark_results
-           [--seeds 0 1 2] [--methods hier voxel2vec] [--epochs 40 --iters 25]
+           [--seeds 0 1 2] [--methods hier_paper voxel2vec_paper hier voxel2vec] [--epochs 40 --iters 25]
 """
 from __future__ import annotations
 
@@ -62,10 +65,14 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "hier_paper_plans_window": ("hier", {**PAPER_HIER, "restoration_window": "plans"}),
     "hier_paper_one_pair": ("hier", {**PAPER_HIER, "pairs_per_case": "1"}),
     "hier_paper_photometric": ("hier", {**PAPER_HIER, "photometric_views": "true", "view_windows": "vox2vec"}),
+    # Hassanpour et al.'s per-component ablation: MoCo v2 (no standardisation), + local loss, + ZCA, + both (moco_zca)
+    "mocov2": ("moco", {"bottleneck_whitening": "false", "whitening_per_channel": "false"}),
+    "mocov2_local": ("moco", {"bottleneck_whitening": "false", "whitening_per_channel": "false", "local_weight": "0.5"}),
+    "mocov2_zca": ("moco", {"whitening_per_channel": "false"}),
 }
 ORDER = ("hier_paper", "voxel2vec_paper", "hier", "voxel2vec", "moco_zca", "moco",  # decisions first: a cut seed
          "hier_paper_frozen32", "hier_paper_wide_shuffle", "hier_paper_plans_window", "hier_paper_one_pair",  # keeps
-         "hier_paper_photometric")  # the pairs
+         "hier_paper_photometric", "mocov2", "mocov2_local", "mocov2_zca")  # the pairs
 
 
 def variant_config(name: str) -> tuple[str, dict, dict]:
