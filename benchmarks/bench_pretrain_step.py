@@ -61,6 +61,8 @@ def run() -> str:
     p.add_argument("-c", default="3d_cpu")
     p.add_argument("-m", default="moco_zca")
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a field of the method's config, as nnssl_pretrain --option (a variant's step and loader)")
     args = p.parse_args()
     work = Path(args.work_dir).resolve()
     if not (work / "nnUNet_preprocessed" / "Dataset990_PhantomUnlabelled").is_dir():
@@ -83,6 +85,13 @@ def run() -> str:
     sup_batch = next(supervised.dataloader_train)
     ssl = _trainer(trainer_class(f"nnsslPretrainer_{args.m}"), pre / "Dataset990_PhantomUnlabelled",
                    "nnsslPretrainPlans", args.c, "all")
+    if args.option:  # the variant, as nnssl_pretrain's run record would give it to the trainer
+        from nnssl_plugin.config import parse_option, with_options
+        from nnssl_plugin.families import family_of
+        pairs = [item.split("=", 1) for item in args.option]
+        ssl.method_options = {k: parse_option(ssl.method_config, k, v) for k, v in pairs}
+        ssl.method_config = with_options(ssl.method_config, ssl.method_options)
+        ssl.family = family_of(ssl.method_config)
     ssl.on_train_start()
     ssl_batch = next(ssl.dataloader_train)
     net = ssl.ssl_network
@@ -111,6 +120,20 @@ def run() -> str:
 
     dense = "decoder" in type(net).pretrained_prefixes  # the whole U-Net is pretrained: both views through it
     t_net = _median_time(unet_passes_only if dense else encoder_passes_only, args.repeats)
+    t_nt_xent = t_head = None
+    if dense:  # the voxel NT-Xent alone, and the projection head alone, on this batch's number of voxels (fwd+bwd)
+        from nnssl_plugin.losses.voxel import voxel_nt_xent_with_top1
+        v = ssl_batch["voxels1"].shape[0]
+        e = torch.nn.functional.normalize(torch.randn(2 * v, net.config.out_dim, device=device), dim=1)
+        e.requires_grad_(True)
+
+        def nt_xent_only():
+            e1, e2 = e.chunk(2)
+            voxel_nt_xent_with_top1(e1, e2, net.config.temperature)[0].backward()
+
+        z = torch.randn(2 * v, net.head.net[0].in_features, device=device)
+        t_nt_xent = _median_time(nt_xent_only, args.repeats)
+        t_head = _median_time(lambda: net.head(z).sum().backward(), args.repeats)
 
     dataset_tr, _ = supervised.get_tr_and_val_datasets()
     cm = supervised.configuration_manager
@@ -129,7 +152,9 @@ def run() -> str:
 
     lines = []
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    lines.append(f"configuration {args.c}, patch {cm.patch_size}, batch {ssl.batch_size}, method {args.m}, {device_name}")
+    variant = f" ({', '.join(args.option)})" if args.option else ""
+    lines.append(f"configuration {args.c}, patch {cm.patch_size}, batch {ssl.batch_size}, method {args.m}{variant}, "
+                 f"{device_name}")
     lines.append("| measure | value |")
     lines.append("| --- | --- |")
     lines.append(f"| supervised nnU-Net step | {1000 * t_sup:.1f} ms |")
@@ -141,6 +166,10 @@ def run() -> str:
     lines.append(f"| {passes} | {1000 * t_net:.1f} ms |")
     lines.append(f"| SSL-specific work = step - encoder passes (target <= 5 % of the step) | {1000 * (t_ssl - t_net):.1f} ms "
           f"({100 * (t_ssl - t_net) / t_ssl:.1f} %) |")
+    if t_nt_xent is not None:
+        lines.append(f"| of which: voxel NT-Xent alone ({2 * v} voxels, fwd+bwd) | {1000 * t_nt_xent:.1f} ms |")
+        lines.append(f"| of which: projection head alone ({net.head.net[0].in_features} → "
+                     f"{net.head.net[0].out_features} wide, fwd+bwd) | {1000 * t_head:.1f} ms |")
     lines.append(f"| nnUNetDataLoader + nnU-Net training transforms | {1 / t_theirs:.1f} batches/s |")
     lines.append(f"| two-view sampler + view transforms | {1 / t_ours:.1f} batches/s |")
     lines.append(f"| ratio two-view / nnU-Net loader throughput (target >= 1.0) | {t_theirs / t_ours:.2f} |")

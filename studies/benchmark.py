@@ -69,10 +69,16 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "mocov2": ("moco", {"bottleneck_whitening": "false", "whitening_per_channel": "false"}),
     "mocov2_local": ("moco", {"bottleneck_whitening": "false", "whitening_per_channel": "false", "local_weight": "0.5"}),
     "mocov2_zca": ("moco", {"whitening_per_channel": "false"}),
+    # the global-term candidates of the MoCo screen (docs/RESULTS.md, "Can the global vector tell crops apart?")
+    "mocov2_shift01": ("moco", {"bottleneck_whitening": "false", "whitening_per_channel": "false",
+                                "view_shift": "0.1"}),
+    "mocov2_prenorm_shift01": ("moco", {"bottleneck_whitening": "false", "whitening_per_channel": "false",
+                                        "view_shift": "0.1", "global_readout": "prenorm"}),
 }
 ORDER = ("hier_paper", "voxel2vec_paper", "hier", "voxel2vec", "moco_zca", "moco",  # decisions first: a cut seed
          "hier_paper_frozen32", "hier_paper_wide_shuffle", "hier_paper_plans_window", "hier_paper_one_pair",  # keeps
-         "hier_paper_photometric", "mocov2", "mocov2_local", "mocov2_zca")  # the pairs
+         "hier_paper_photometric", "mocov2", "mocov2_local", "mocov2_zca", "mocov2_shift01",  # the pairs
+         "mocov2_prenorm_shift01")
 
 
 def variant_config(name: str) -> tuple[str, dict, dict]:
