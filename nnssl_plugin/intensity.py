@@ -47,31 +47,30 @@ def _to_network_units(hu: float, props: dict) -> float:
     return (hu - float(props["mean"])) / max(float(props["std"]), 1e-8)
 
 
-def unit_ranges(plans: dict, configuration: dict) -> list[tuple[float, float]]:
-    """(lo, hi) per channel: the CT clip range [p0.5, p99.5] in network units, or ±3 sd for non-CT channels."""
-    out = []
-    for c, scheme in enumerate(configuration["normalization_schemes"]):
-        if scheme != CT_SCHEME:
-            out.append(NON_CT_UNIT_RANGE)
-            continue
-        props = _ct_properties(plans, c)
-        lo = _to_network_units(float(props["percentile_00_5"]), props)
-        hi = _to_network_units(float(props["percentile_99_5"]), props)
-        out.append((lo, hi) if hi > lo else (lo, lo + 1.0))
-    return out
-
-
-def _hu_window(plans: dict, configuration: dict, hu: tuple[float, float], non_ct: tuple[float, float]
-               ) -> list[tuple[float, float]]:
-    """(lo, hi) per channel: the HU window `hu` in network units for CT channels, `non_ct` for the others."""
+def _per_channel(plans: dict, configuration: dict, ct_hu, non_ct: tuple[float, float]) -> list[tuple[float, float]]:
+    """(lo, hi) per channel: the HU pair `ct_hu(props)` in network units for CT channels (props: the channel's
+    foreground intensity properties), `non_ct` for the others."""
     out = []
     for c, scheme in enumerate(configuration["normalization_schemes"]):
         if scheme != CT_SCHEME:
             out.append(non_ct)
             continue
         props = _ct_properties(plans, c)
-        out.append((_to_network_units(hu[0], props), _to_network_units(hu[1], props)))
+        out.append(tuple(_to_network_units(float(hu), props) for hu in ct_hu(props)))
     return out
+
+
+def unit_ranges(plans: dict, configuration: dict) -> list[tuple[float, float]]:
+    """(lo, hi) per channel: the CT clip range [p0.5, p99.5] in network units, or ±3 sd for non-CT channels."""
+    ranges = _per_channel(plans, configuration, lambda props: (props["percentile_00_5"], props["percentile_99_5"]),
+                          NON_CT_UNIT_RANGE)
+    return [(lo, hi) if hi > lo else (lo, lo + 1.0) for lo, hi in ranges]
+
+
+def _hu_window(plans: dict, configuration: dict, hu: tuple[float, float], non_ct: tuple[float, float]
+               ) -> list[tuple[float, float]]:
+    """(lo, hi) per channel: the HU window `hu` in network units for CT channels, `non_ct` for the others."""
+    return _per_channel(plans, configuration, lambda props: hu, non_ct)
 
 
 def restoration_ranges(plans: dict, configuration: dict) -> list[tuple[float, float]]:

@@ -15,15 +15,20 @@ from nnssl_plugin.data.two_view import TwoViewDataLoader
 UNL = "Dataset990_PhantomUnlabelled"
 
 
-def test_case_ids_index_the_sorted_identifiers(world):
-    np.random.seed(3)
+def _loader(world, **options):
+    """(dataset, a two-view loader of batch 4 on the phantom's 3d_cpu plans)."""
     root = world.preprocessed / UNL
     pm = PlansManager(str(root / "nnsslPretrainPlans.json"))
     config = pm.get_configuration("3d_cpu")
     folder = str(root / config.data_identifier)
     dataset = infer_dataset_class(folder)(folder)
     lm = pm.get_label_manager(json.loads((root / "dataset.json").read_text()))
-    loader = TwoViewDataLoader(dataset, 4, config.patch_size, lm)
+    return dataset, TwoViewDataLoader(dataset, 4, config.patch_size, lm, **options)
+
+
+def test_case_ids_index_the_sorted_identifiers(world):
+    np.random.seed(3)
+    dataset, loader = _loader(world)
     identifiers = sorted(dataset.identifiers)
     seen = set()
     for _ in range(3):
@@ -36,13 +41,7 @@ def test_case_ids_index_the_sorted_identifiers(world):
 
 def test_pairs_per_case_draws_consecutive_pairs_from_one_case_each_with_its_own_crops(world):
     np.random.seed(4)
-    root = world.preprocessed / UNL
-    pm = PlansManager(str(root / "nnsslPretrainPlans.json"))
-    config = pm.get_configuration("3d_cpu")
-    folder = str(root / config.data_identifier)
-    dataset = infer_dataset_class(folder)(folder)
-    lm = pm.get_label_manager(json.loads((root / "dataset.json").read_text()))
-    loader = TwoViewDataLoader(dataset, 4, config.patch_size, lm, pairs_per_case=2, num_voxels=64, mirror_axes=())
+    _, loader = _loader(world, pairs_per_case=2, num_voxels=64, mirror_axes=())
     groups, crops_differ = set(), 0
     for _ in range(4):
         batch = next(loader)
@@ -56,10 +55,5 @@ def test_pairs_per_case_draws_consecutive_pairs_from_one_case_each_with_its_own_
 
 
 def test_pairs_per_case_below_one_is_refused(world):
-    root = world.preprocessed / UNL
-    pm = PlansManager(str(root / "nnsslPretrainPlans.json"))
-    config = pm.get_configuration("3d_cpu")
-    folder = str(root / config.data_identifier)
-    lm = pm.get_label_manager(json.loads((root / "dataset.json").read_text()))
     with pytest.raises(ValueError, match="pairs_per_case must be >= 1"):
-        TwoViewDataLoader(infer_dataset_class(folder)(folder), 4, config.patch_size, lm, pairs_per_case=0)
+        _loader(world, pairs_per_case=0)
