@@ -138,6 +138,7 @@ def main(argv=None) -> int:
 
     methods = [m for m in ORDER if m in args.methods]
     args.methods = methods
+    args.row_options = {m: VARIANTS[m] for m in methods}  # the report's legend
     own = {m: level_set_of_method(VARIANTS[m][0]) for m in methods}
 
     def report() -> dict:

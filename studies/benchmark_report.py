@@ -53,6 +53,17 @@ def comparisons(methods: list[str], own_levels: dict[str, str], common: str) -> 
     return rows
 
 
+def _row_legend(methods: list[str], row_options: dict[str, tuple[str, dict]]) -> list[str]:
+    """Markdown lines naming what each row trains: its method and config options (`nnssl_pretrain --option`)."""
+    if not any(row_options.get(m, ("", {}))[1] for m in methods):
+        return []
+    lines = ["## Rows", "", "| row | method | options (`nnssl_pretrain --option K=V`) |", "| --- | --- | --- |"]
+    for m in methods:
+        method, options = row_options.get(m, (m, {}))
+        lines.append(f"| {m} | {method} | {', '.join(f'{k}={v}' for k, v in options.items()) or 'defaults'} |")
+    return lines + [""]
+
+
 def write_report(out: Path, args, own_levels: dict[str, str], common: str) -> dict:
     """benchmark.md, .json and .png in `out` (the results folder) from the step results found there."""
     methods = [m for m in args.methods]
@@ -98,12 +109,13 @@ def write_report(out: Path, args, own_levels: dict[str, str], common: str) -> di
                 views.setdefault(m, {})[seed] = record["views"]
     steps = _load(out / "steps.json") or {}
 
-    lines = [f"# Benchmark: {len(methods)} methods and random init on Dataset991 ({args.num_labelled} labelled "
+    lines = [f"# Benchmark: {len(methods)} rows and random init on Dataset991 ({args.num_labelled} labelled "
              f"phantoms, nnU-Net's 5 folds), pretrained on {args.num_unlabelled} unlabelled phantoms", "",
              f"Pretraining: {args.epochs} epochs × {args.iters} iterations (3d_cpu, batch 2), seeds {seeds}. Probe: "
              f"`nnssl_probe -f all` (2,000 voxels per class per fold), mean Dice over 13 organs on each fold's "
              f"validation cases, averaged over the 5 folds = one score per seed (folds share the pretrained network, "
              f"so the seed is the unit). δ = {DELTA} fixed before the runs.", "",
+             *_row_legend(methods, getattr(args, "row_options", {})),
              "## Seed scores", "", "| init | levels | seeds | probe mean Dice (mean ± sd over seeds) | per seed | "
              "fold sd (mean over seeds) |", "| --- | --- | --- | --- | --- | --- |"]
     for init in inits:
