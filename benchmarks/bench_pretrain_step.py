@@ -9,7 +9,7 @@ Measures, on the same network, patch and batch size:
     (MoCo family: encoder passes; what remains is whitening, projector, queue/EMA, losses, region pooling. Dense
     family: both views through the U-Net; what remains is level reads, projections, head, NT-Xent, restoration);
   - batches per second of nnU-Net's nnUNetDataLoader with its training transforms vs the two-view sampler, in one
-    process (per-worker throughput).
+    process (per-worker throughput), the two timed in turn `--loader-runs` times (median ratio and its range).
 Prints a markdown table. Timings are medians over repeats after warm-up; run on an idle machine.
 """
 from __future__ import annotations
@@ -61,6 +61,7 @@ def run() -> str:
     p.add_argument("-c", default="3d_cpu")
     p.add_argument("-m", default="moco_zca")
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--loader-runs", type=int, default=5, help="interleaved runs of the two loaders (median ratio)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a field of the method's config, as nnssl_pretrain --option (a variant's step and loader)")
     args = p.parse_args()
@@ -145,8 +146,12 @@ def run() -> str:
                               supervised.label_manager, oversample_foreground_percent=0.33, transforms=transforms)
     ssl_tr, _ = ssl.get_tr_and_val_datasets()
     ours = ssl.two_view_loader(ssl_tr)
-    t_theirs = _median_time(lambda: next(theirs), args.repeats)
-    t_ours = _median_time(lambda: next(ours), args.repeats)
+    ratios, t_theirs_runs, t_ours_runs = [], [], []
+    for _ in range(args.loader_runs):  # interleaved: a load change on the machine hits both loaders alike
+        t_theirs_runs.append(_median_time(lambda: next(theirs), args.repeats))
+        t_ours_runs.append(_median_time(lambda: next(ours), args.repeats))
+        ratios.append(t_theirs_runs[-1] / t_ours_runs[-1])
+    t_theirs, t_ours = statistics.median(t_theirs_runs), statistics.median(t_ours_runs)
     supervised.on_train_end()
     ssl.on_train_end()
 
@@ -172,7 +177,8 @@ def run() -> str:
                      f"{net.head.net[0].out_features} wide, fwd+bwd) | {1000 * t_head:.1f} ms |")
     lines.append(f"| nnUNetDataLoader + nnU-Net training transforms | {1 / t_theirs:.1f} batches/s |")
     lines.append(f"| two-view sampler + view transforms | {1 / t_ours:.1f} batches/s |")
-    lines.append(f"| ratio two-view / nnU-Net loader throughput (target >= 1.0) | {t_theirs / t_ours:.2f} |")
+    lines.append(f"| ratio two-view / nnU-Net loader throughput (target >= 1.0), median of {args.loader_runs} "
+                 f"interleaved runs (min–max) | {statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}) |")
     return "\n".join(lines)
 
 
