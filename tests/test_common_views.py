@@ -31,11 +31,12 @@ def _run_and_score(world, method: str, tmp_path) -> tuple[dict, dict]:
 def test_own_views_reproduce_the_hooks_last_value_and_the_family_shares_its_crops(world, tmp_path):
     hier, hier_log = _run_and_score(world, "hier", tmp_path)
     voxel2vec, _ = _run_and_score(world, "voxel2vec", tmp_path)
-    assert set(hier["views"]) == set(voxel2vec["views"]) == {"clean", "hier", "voxel2vec"}
+    assert set(hier["views"]) == set(voxel2vec["views"]) == {"clean", "hier", "voxel2vec", "hier_paper",
+                                                              "voxel2vec_paper"}
     # the hook: 8 loss batches (HeldoutConfig.min_batches), seed 0, the run's own views, the final weights
     assert hier["views"]["hier"]["loss"] == pytest.approx(hier_log["heldout_loss"][-1], abs=1e-5)
     assert hier["views"]["hier"]["top1"] == pytest.approx(hier_log["heldout_top1"][-1], abs=1e-6)
-    for view in ("clean", "hier", "voxel2vec"):  # same crops, voxels and so negatives for both methods
+    for view in hier["views"]:  # same crops, voxels and so negatives for both methods
         a, b = hier["views"][view], voxel2vec["views"][view]
         assert a["negatives"] == b["negatives"] and a["crops"] == b["crops"] == 16
         assert a["chance_loss"] == pytest.approx(math.log(a["negatives"] + 1))

@@ -3,9 +3,11 @@ method of its family, under each family member's views and under clean views, so
 compares one task, not each method on its own views (`nnssl_pretrain --eval-target` scores a run on its own views
 only).
 
-For a run of method m of family F, and for each view set V of {clean, every method of F}: the target's preprocessed
-cases (never pretrained on, as the hook's) are drawn into `batches` two-view batches with the loader options of V
-(`Family.views` of V's config; clean = no photometric or local transforms, V's geometry), batch i inside an isolated
+For a run of method m of family F, and for each view set V of {clean, every method of F with its default config, the
+family's `common_views` (the papers' own views)}: the target's preprocessed cases (never pretrained on, as the
+hook's) are drawn into `batches` two-view batches with the loader options of V (`Family.views` of V's config, never
+the run's own options, one crop pair per case; clean = the first member's geometry without photometric or local
+transforms), batch i inside an isolated
 random stream seeded from (seed, i) (`heldout.draw_heldout_batches`), so every run of F, every seed, sees the same
 crops, correspondences and negatives under V; then F's held-out evaluation (`Family.heldout`: the dense family's
 voxel NT-Xent with 2V − 2 negatives per voxel, the MoCo family's InfoNCE over all held-out pairs) of m's network,
@@ -31,6 +33,30 @@ def clean_options(options: dict) -> dict:
     return {**options, "view_transforms": None, "local_transforms": None}
 
 
+def common_loader_options(options: dict) -> dict:
+    """A view set's loader options with one crop pair per case (`pairs_per_case` 1), so that every view set draws
+    the same held-out crops and negatives whatever the batch composition of the method behind it."""
+    return {**options, "pairs_per_case": 1} if "pairs_per_case" in options else options
+
+
+def common_view_sets(family_name: str, is_2d: bool, plans: dict, configuration: dict) -> dict[str, dict]:
+    """name -> loader options of every view set a run of the family is scored on; the family's name is all it reads
+    of the run, so every run of the family gets the same view sets whatever its own options."""
+    from nnssl_plugin.config import METHODS, method_config, with_options
+    from nnssl_plugin.families import FAMILIES
+
+    family = FAMILIES[family_name]
+    members = [m for m, c in METHODS.items() if c.family == family_name]
+    configs = {CLEAN: method_config(members[0])}
+    configs.update({member: method_config(member) for member in members})
+    configs.update({name: with_options(method_config(member), dict(options))
+                    for name, member, options in family.common_views})
+    view_sets = {name: common_loader_options(family.views(c, is_2d, plans, configuration))
+                 for name, c in configs.items()}
+    view_sets[CLEAN] = clean_options(view_sets[CLEAN])
+    return view_sets
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a finished run's fold_all folder (checkpoint_final.pth, nnssl_run.json)")
@@ -50,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from nnssl_plugin.cli.pretrain import cpu_threads
-    from nnssl_plugin.config import METHODS, method_config
     from nnssl_plugin.finished_run import heldout_view_batches, load_run_network, target_name
     from nnssl_plugin.io_utils import atomic_write_json
     from nnssl_plugin.rng import isolated
@@ -62,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_run_network(run, args.p, args.c, device)
     method, config, family, network = loaded.method, loaded.config, loaded.family, loaded.network
     is_2d = len(loaded.patch) == 2
-    members = [m for m, c in METHODS.items() if c.family == config.family]
-    view_sets = {CLEAN: clean_options(family.views(config, is_2d, loaded.plans, loaded.configuration))}
-    for member in members:
-        view_sets[member] = family.views(method_config(member), is_2d, loaded.plans, loaded.configuration)
+    view_sets = common_view_sets(config.family, is_2d, loaded.plans, loaded.configuration)
     values = {}
     for name, loader_options in view_sets.items():
         batches = heldout_view_batches(args.target, loaded, args.c, loader_options, args.batches, args.seed)

@@ -23,7 +23,9 @@ class Family:
     may return (each logged per epoch and drawn in progress.png); batch_keys: the loader's tensors its forward takes
     on the device; geometry_keys: the loader's entries its forward takes on the CPU; whitening: the name of the
     network's bottleneck whitening (a `RunningWhitening` attribute, its state-dict prefix too) that the
-    pretrained-weights file and the export carry, or None when the family has none."""
+    pretrained-weights file and the export carry, or None when the family has none; common_views: view sets every
+    run of the family is also scored on by `nnssl_plugin.cli.common_views`, beyond clean views and each member's
+    default views: name -> (member method, config options), e.g. the papers' own views."""
     name: str
     network: type[PretrainingNetwork]
     views: Callable[..., dict]
@@ -34,6 +36,7 @@ class Family:
     batch_keys: tuple[str, ...]
     geometry_keys: tuple[str, ...] = ()
     whitening: str | None = None
+    common_views: tuple[tuple[str, str, tuple[tuple[str, object], ...]], ...] = ()  # (name, method, options)
 
     @property
     def pretrained_prefixes(self) -> tuple[str, ...]:

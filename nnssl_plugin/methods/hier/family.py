@@ -15,4 +15,7 @@ FAMILY = Family(
     loss_terms=("loss_voxel", "loss_restore"),  # voxel NT-Xent; hier's restoration MSE (weighted)
     batch_keys=("view1", "view2", "clean1", "clean2", "voxels1", "voxels2", "voxel_batch"),
     geometry_keys=GEOMETRY_KEYS,
+    # the papers' own views, scored for every run: Kats et al.'s shuffle scale, vox2vec's windows, blur and noise
+    common_views=(("hier_paper", "hier", (("shuffle", "genesis"),)),
+                  ("voxel2vec_paper", "voxel2vec", (("view_windows", "vox2vec"),))),
 )
