@@ -178,7 +178,8 @@ def run() -> str:
     lines.append(f"| nnUNetDataLoader + nnU-Net training transforms | {1 / t_theirs:.1f} batches/s |")
     lines.append(f"| two-view sampler + view transforms | {1 / t_ours:.1f} batches/s |")
     lines.append(f"| ratio two-view / nnU-Net loader throughput (target >= 1.0), median of {args.loader_runs} "
-                 f"interleaved runs (min–max) | {statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}) |")
+                 f"interleaved runs (min–max) | {statistics.median(ratios):.2f} "
+                 f"({min(ratios):.2f}–{max(ratios):.2f}) |")
     return "\n".join(lines)
 
 

@@ -79,8 +79,8 @@ def restoration_ranges(plans: dict, configuration: dict) -> list[tuple[float, fl
 
 
 def vox2vec_windows(plans: dict, configuration: dict) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """(widest, narrowest) per channel: vox2vec's [−1350, 1000] and [−1000, 300] HU in network units, or ±4.5 sd and
-    ±3 sd for non-CT channels."""
+    """(widest, narrowest) per channel: vox2vec's [−1350, 1000] and [−1000, 300] HU in network units, or ±4.5 sd
+    and ±3 sd for non-CT channels."""
     return (_hu_window(plans, configuration, VOX2VEC_WIDEST_HU, NON_CT_VOX2VEC[0]),
             _hu_window(plans, configuration, VOX2VEC_NARROWEST_HU, NON_CT_VOX2VEC[1]))
 

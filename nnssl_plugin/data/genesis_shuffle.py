@@ -1,5 +1,6 @@
 """Local voxel shuffling at Kats et al.'s scale (Kats, Hirsch, Heinrich, ISBI 2024, arXiv 2401.06473; after Models
-Genesis: Zhou et al., MICCAI 2019 / Medical Image Analysis 2021), a batchgeneratorsv2 transform on `image` (c, *spatial).
+Genesis: Zhou et al., MICCAI 2019 / Medical Image Analysis 2021), a batchgeneratorsv2 transform on `image`
+(c, *spatial).
 
 Kats et al. corrupt a 128×128×32 crop with 5,000 blocks whose side is the crop side // 20 per axis (6×6×1), placed
 uniformly, every block read from the un-corrupted crop (shuffles do not compound) and written back in order (where
@@ -11,8 +12,8 @@ corrupted share does not depend on the patch size:
     k = max(1, side // 20) per axis,   n = ceil(0.343 · |patch| / |k|),   starts uniform in [0, side − k]
     out[idx_b] = x[idx_b[π]]   for b = 1..n in order,  idx_b the block's voxels in C order, π one permutation
 
-Unlike `local_augment.LocalVoxelShuffle` (blocks up to side/8 covering 10–25 %, each its own permutation, compounding),
-which this replaces in the `shuffle="genesis"` recipe. One permutation for all channels. Randomness: numpy's global
+Unlike `local_augment.LocalVoxelShuffle` (blocks up to side/8 covering 10–25 %, each its own permutation,
+compounding), which this replaces in the `shuffle="genesis"` recipe. One permutation for all channels. Randomness: numpy's global
 `np.random` only. Vectorised: one gather and one scatter of n·|k| voxels (the later write kept explicitly).
 """
 from __future__ import annotations

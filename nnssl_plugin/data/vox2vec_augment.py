@@ -82,7 +82,8 @@ class GaussianSharpen(ImageOnlyTransform):
 
 
 class InPlaneGaussianBlur(ImageOnlyTransform):
-    """vox2vec's blur, per channel: x ← G_σ x in the last two spatial axes, σ ~ U(sigma) voxels (default [0.25, 1.5])."""
+    """vox2vec's blur, per channel: x ← G_σ x in the last two spatial axes, σ ~ U(sigma) voxels (default
+    [0.25, 1.5])."""
 
     def __init__(self, sigma: Range = (0.25, 1.5)):
         super().__init__()

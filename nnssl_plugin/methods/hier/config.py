@@ -24,8 +24,8 @@ class HierConfig:
     head_layers: int = 3  # Kats et al. 2024 / vox2vec (Goncharov et al. 2023, arXiv 2307.14725): 3-layer MLP head
     head_batch_norm: bool = True  # BN over thousands of sampled voxels is well estimated (MoCo's 2 crops are not)
     restoration_weight: float = 10.0  # Kats et al. 2024: NT-Xent + 10 * MSE on [0, 1] intensities; 0 disables it
-    restoration_window: str = "plans"  # "plans": the plans' CT clip range → [0, 1]; "kats": [−175, 250] HU → [0, 1]
-    #                                    (Kats et al.); non-CT channels: ±3 sd either way (nnssl_plugin.intensity)
+    restoration_window: str = "plans"  # "plans": the plans' CT clip range → [0, 1]; "kats": [−175, 250] HU →
+    #                                    [0, 1] (Kats et al.); non-CT channels: ±3 sd either way (intensity.py)
     augmentation: str = "local"  # "local": shuffle / Bezier / in-painting (Kats et al.); "global": voxel2vec's
     shuffle: str = "wide"  # hier's voxel shuffle: "wide" blocks up to side/8 covering 10–25 % of the crop, each its
     #                        own permutation; "genesis": Models Genesis' many small blocks (Kats et al.'s scale)

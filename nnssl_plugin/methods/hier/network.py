@@ -6,8 +6,8 @@ one module so that everything `--c` needs lands in nnU-Net's checkpoint. Both vi
 batch (2n crops). At the sampled corresponding voxels, each pyramid level (bottleneck, decoder stages coarse to
 fine) is read at the cell holding the voxel; `hier` projects each level with its own 1×1×1 projection to
 `level_dim` channels (hierarchical balance; 0: the widest level's channels, so no level loses rank; trained, or
-frozen random as in Kats et al.'s code with `train_level_projections=False`), `voxel2vec` keeps the raw features (coarse, wide levels dominate);
-the concatenation of both views' voxels goes through the projection head in one batch (its BatchNorm sees one set
+frozen random as in Kats et al.'s code with `train_level_projections=False`), `voxel2vec` keeps the raw features
+(coarse, wide levels dominate); the concatenation of both views' voxels goes through the projection head in one batch (its BatchNorm sees one set
 of statistics for both views) to an L2-normalised voxel embedding:
 
     loss_voxel   = NT-Xent over all sampled voxels of the batch (positives: same voxel, other view), τ = 0.1
