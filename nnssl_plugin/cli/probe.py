@@ -240,6 +240,7 @@ def _all_folds_reference(cache: Path, summary: dict, random_source, targets, con
 
     from nnssl_plugin.io_utils import atomic_write_json
     from nnssl_plugin.probe.folds import run_dense_probe_folds
+    from nnssl_plugin.probe.sources import RANDOM
 
     keys = ("levels", "seed", "voxels_per_class", "weight_decay", "val_cases")
     try:
