@@ -124,6 +124,13 @@ def test_probe_on_every_fold_gives_each_folds_one_fold_probe(world, monkeypatch,
     assert reference["mean_dice"] == pytest.approx(record["mean_dice_over_folds"])
     assert "cached" in reference["note"] and "vs random init" in result.stdout
     assert Path(reference["file"]).parent == world.root / "nnUNet_results" / LAB / "nnssl_probe"
+    # no cache for another seed (a fresh work dir): the run's probe computes random init's reference and writes it
+    world.run("nnssl_probe", str(run), "-d", "991", "-c", "3d_cpu", "-f", "all", "-device", "cpu",
+              "--voxels-per-class", "200", "--seed", "3", "-o", str(tmp_path / "run_all_3.json"))
+    fresh = json.loads((tmp_path / "run_all_3.json").read_text())["random_init_reference"]
+    written = json.loads(Path(fresh["file"]).read_text())
+    assert "cached" not in fresh["note"] and written["source"] == "random" and written["seed"] == 3
+    assert written["mean_dice_over_folds"] == pytest.approx(fresh["mean_dice"]) and len(written["folds"]) == 5
     bad = world.run("nnssl_probe", "random", "--levels-like", "encoder", "-d", "991", "-c", "3d_cpu", "-f", "x",
                     "-device", "cpu", check=False)
     assert bad.returncode != 0 and "-f all" in bad.stderr and "Traceback" not in bad.stderr
