@@ -184,7 +184,7 @@ def plot(path: Path, results: list[dict], args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(results) + 1.6))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(results) + 2.0))
     for y, r in enumerate(reversed(results)):
         ax.scatter(r["per_seed"], [y] * len(r["per_seed"]), s=14, color="0.6", zorder=2)
         if r["n"] > 1:
@@ -194,19 +194,20 @@ def plot(path: Path, results: list[dict], args) -> None:
     ax.axvline(0, color="k", lw=0.8)
     for x in (-DELTA, DELTA):
         ax.axvline(x, color="k", lw=0.6, ls=":")
-    ax.set_xlabel(f"paired difference in probe mean Dice (dots: seeds; bar: 95 % interval; dotted: ±δ = {DELTA})")
-    ax.set_title(f"Benchmark: probe on 5 folds of {args.num_labelled} labelled phantoms, 3d_cpu, "
-                 f"{args.epochs * args.iters} pretraining steps", fontsize=10)
+    ax.set_xlabel(f"paired difference A − B in probe mean Dice\n(grey dots: seeds; blue bar: 95 % interval; "
+                  f"dotted: ±δ = {DELTA})", fontsize=9)
+    ax.set_title(f"Benchmark: probe on 5 folds of {args.num_labelled} labelled phantoms\n3d_cpu, "
+                 f"{args.epochs * args.iters:,} pretraining steps, paired by seed", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 # Seconds per step on this 2-core machine, used for the plan until the benchmark has measured its own (steps.json):
-# a 1,000-step 3d_cpu pretraining and an all-fold probe of 30 cases. Dense pretraining and the probe as measured on
-# the first pilot attempt (2026-12-07: hier seed 0, 72 s per epoch of 25 steps with the held-out hook beside a light
-# load; an all-fold probe 435 s alone); MoCo from the earlier probe study's timings (MoCo steps ~2.5x cheaper).
-ESTIMATES = {"pretrain dense": 2900.0, "pretrain moco": 1200.0, "probe": 435.0, "common views": 90.0}
+# a 1,000-step 3d_cpu pretraining and an all-fold probe of 30 cases, as measured alone on 2026-12-07 (hier_paper and
+# voxel2vec_paper 729-837 s; probes 61-125 s per level set; common views 26-34 s); MoCo from the earlier probe
+# study's timings (MoCo steps ~2.5x cheaper than dense ones).
+ESTIMATES = {"pretrain dense": 830.0, "pretrain moco": 400.0, "probe": 100.0, "common views": 30.0}
 
 
 def step_seconds(steps: dict, kind: str, dense: bool = False) -> tuple[float, bool]:
