@@ -48,13 +48,39 @@ def test_identical_embeddings_everywhere_give_log_of_2k_minus_1():
     assert voxel_nt_xent(v, v).item() == pytest.approx(math.log(11), rel=1e-6)
 
 
-def test_blockwise_loss_gradient_and_top1_equal_the_plain_autograd_form(monkeypatch):
+@pytest.mark.parametrize("block, k", [(5, 11), (4, 4), (64, 11), (3, 10), (7, 7)])
+def test_blockwise_loss_gradient_and_top1_equal_the_plain_autograd_form(monkeypatch, block, k):
+    """Single process: the symmetric blocks (partial last blocks, pairs inside one block, one block only, a block
+    edge at k) against the whole logits and PyTorch's autograd."""
+    import nnssl_plugin.losses.voxel as voxel
+
+    monkeypatch.setattr(voxel, "ROW_BLOCK", block)
+    e1, e2 = _unit((k, 6), 7), _unit((k, 6), 8)
+    e2[: k // 3] = e1[: k // 3]  # some positives are their row's maximum: top-1 counts ties at the maximum
+    _compare_with_reference(voxel.voxel_nt_xent_with_top1, e1, e2)
+
+
+def test_row_blockwise_form_used_under_ddp_equals_the_plain_autograd_form(monkeypatch):
+    """The rows-at-a-time form (DDP's, columns = every rank's voxels), here with one rank's columns = its rows."""
     import nnssl_plugin.losses.voxel as voxel
 
     monkeypatch.setattr(voxel, "ROW_BLOCK", 5)  # several blocks and a partial last one for 2k = 22 rows
     e1, e2 = _unit((11, 6), 7), _unit((11, 6), 8)
+
+    def row_blockwise(a1, a2, temperature):
+        k = a1.shape[0]
+        rows = torch.cat([a1, a2])
+        local = torch.arange(k)
+        total, correct = voxel._BlockwiseNTXent.apply(rows, rows.clone(), torch.cat([local, local + k]),
+                                                      torch.cat([local + k, local]), temperature)
+        return total / (2 * k), correct.item() / (2 * k)
+
+    _compare_with_reference(row_blockwise, e1, e2)
+
+
+def _compare_with_reference(loss_fn, e1, e2):
     a1, a2 = e1.clone().requires_grad_(True), e2.clone().requires_grad_(True)
-    loss, top1 = voxel.voxel_nt_xent_with_top1(a1, a2, 0.2)
+    loss, top1 = loss_fn(a1, a2, 0.2)
     loss.backward()
     b1, b2 = e1.clone().requires_grad_(True), e2.clone().requires_grad_(True)
     logits, target = voxel_nt_xent_logits(b1, b2, 0.2)
