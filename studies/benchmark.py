@@ -74,11 +74,13 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
                                 "view_shift": "0.1"}),
     "mocov2_prenorm_shift01": ("moco", {"bottleneck_whitening": "false", "whitening_per_channel": "false",
                                         "view_shift": "0.1", "global_readout": "prenorm"}),
+    # MoCo v2 with the global InfoNCE over aligned regions of the bottleneck in place of one vector per crop
+    "moco_regions": ("moco_regions", {}),
 }
 ORDER = ("hier_paper", "voxel2vec_paper", "hier", "voxel2vec", "moco_zca", "moco",  # decisions first: a cut seed
          "hier_paper_frozen32", "hier_paper_wide_shuffle", "hier_paper_plans_window", "hier_paper_one_pair",  # keeps
          "hier_paper_photometric", "mocov2", "mocov2_local", "mocov2_zca", "mocov2_shift01",  # the pairs
-         "mocov2_prenorm_shift01")
+         "mocov2_prenorm_shift01", "moco_regions")
 
 
 def variant_config(name: str) -> tuple[str, dict, dict]:

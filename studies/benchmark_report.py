@@ -39,8 +39,8 @@ def comparisons(methods: list[str], own_levels: dict[str, str], common: str) -> 
     for m in methods:
         if m.startswith("hier_paper_") and "hier_paper" in methods:
             rows.append((f"{m} − hier_paper (own levels)", m, "hier_paper", own_levels[m]))
-    for m in ("mocov2_local", "mocov2_zca", "moco_zca", "mocov2_shift01", "mocov2_prenorm_shift01"):  # against
-        #                                                         MoCo v2: Hassanpour et al.'s components, the readouts
+    # against MoCo v2: Hassanpour et al.'s components, the global-term candidates
+    for m in ("mocov2_local", "mocov2_zca", "moco_zca", "mocov2_shift01", "mocov2_prenorm_shift01", "moco_regions"):
         if m in methods and "mocov2" in methods:
             rows.append((f"{m} − mocov2", m, "mocov2", common))
     for m in methods:

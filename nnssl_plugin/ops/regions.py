@@ -72,6 +72,19 @@ def min_patch_for_grid(grid: int, scale_range: Sequence[float] | None, max_shift
     return short[-1] + 1 if short else 1
 
 
+def grid_at_stride(grid: int, patch: Sequence[int], stride: Sequence[int], scale_range: Sequence[float] | None,
+                   max_shift: float = MAX_SHIFT) -> tuple[int, ...]:
+    """Regions per axis for a feature map `stride` times coarser than the views (a deeper encoder stage): on each
+    axis `grid`, or fewer where the smallest sampled overlap spans fewer feature voxels (at least 1), so every
+    region of every pair spans at least one feature voxel. E.g. the phantom's 3d_cpu bottleneck (patch (16, 48, 48),
+    stride (8, 16, 16)) under quarter-patch shifts: overlaps of >= 1.5, 2.25, 2.25 feature voxels -> (1, 2, 2)."""
+    counts = []
+    for p, s in zip(patch, stride):
+        feature_voxels = min_view_overlap(int(p), scale_range, max_shift) / float(s)
+        counts.append(max(1, min(int(grid), int(np.floor(feature_voxels + 1e-9)))))
+    return tuple(counts)
+
+
 def overlap(start1: Sequence[int], start2: Sequence[int], size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Case-coordinate box [lo, hi) shared by two crops of equal `size`; raises if they do not overlap."""
     s1, s2, sz = (np.asarray(a, dtype=np.int64) for a in (start1, start2, size))
@@ -112,14 +125,19 @@ def region_averaging_matrix(lo: float, hi: float, start: float, size: int, mirro
     return matrix[:, ::-1] if mirror else matrix
 
 
-def aligned_region_descriptors(f1: torch.Tensor, f2: torch.Tensor, start1, start2, mirror1, mirror2, grid: int,
-                               size1=None, size2=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean features of the grid^D regions of each pair's overlap, for both views: two (n, grid^D, c) tensors
-    whose rows r describe the same physical region. f1, f2: (n, c, *view) with D = 2 or 3 spatial axes; start,
-    mirror, size: (n, D) per pair (sequences or tensors); size (case voxels the view spans) None: unscaled views
-    (size = the feature map's)."""
+def aligned_region_descriptors(f1: torch.Tensor, f2: torch.Tensor, start1, start2, mirror1, mirror2,
+                               grid: int | Sequence[int], size1=None, size2=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean features of the Π grid regions of each pair's overlap, for both views: two (n, Π grid, c) tensors
+    whose rows r describe the same physical region (row-major over the axes' regions). f1, f2: (n, c, *view) with
+    D = 2 or 3 spatial axes; grid: regions per axis (one int for every axis, or D ints); start, mirror, size: (n, D)
+    per pair (sequences or tensors); size (case voxels the view spans) None: unscaled views (size = the feature
+    map's). A feature map coarser than the case (a deeper stage) is a view whose voxels span several case voxels:
+    pass the case voxels the view spans as size."""
     n, _, *view = f1.shape
     dims = len(view)
+    grids = [int(grid)] * dims if isinstance(grid, (int, np.integer)) else [int(g) for g in grid]
+    if len(grids) != dims or min(grids) < 1:
+        raise ValueError(f"grid needs one positive count per spatial axis ({dims}), found {grid}")
     geometry = []
     for start, size, mirror in ((start1, size1, mirror1), (start2, size2, mirror2)):
         start = np.asarray(start, dtype=np.float64).reshape(n, dims)  # (n, D)
@@ -129,12 +147,12 @@ def aligned_region_descriptors(f1: torch.Tensor, f2: torch.Tensor, start1, start
     (s1, z1, _), (s2, z2, _) = geometry
     mats: list[list[np.ndarray]] = [[], []]  # per view: D arrays of shape (n, grid, view_a)
     for a in range(dims):
-        per_view = [np.zeros((n, grid, view[a])), np.zeros((n, grid, view[a]))]
+        per_view = [np.zeros((n, grids[a], view[a])), np.zeros((n, grids[a], view[a]))]
         for j in range(n):
             lo, hi = box_overlap(s1[j, a], z1[j, a], s2[j, a], z2[j, a])
             for v, (start, size, mirror) in enumerate(geometry):
                 per_view[v][j] = region_averaging_matrix(float(lo), float(hi), float(start[j, a]), view[a],
-                                                         bool(mirror[j, a]), grid, float(size[j, a]))
+                                                         bool(mirror[j, a]), grids[a], float(size[j, a]))
         for v in range(2):
             mats[v].append(per_view[v])
     out = []
@@ -145,5 +163,5 @@ def aligned_region_descriptors(f1: torch.Tensor, f2: torch.Tensor, start1, start
             pooled = torch.einsum("nc...s,ngs->nc...g", pooled.movedim(2 + a, -1), w)  # axis a -> grid, moved last
         # after D steps the grid axes are in reversed order at the end: (n, c, g_last, ..., g_first)
         pooled = pooled.permute(0, *range(pooled.dim() - 1, 1, -1), 1)  # (n, g_first, ..., g_last, c)
-        out.append(pooled.reshape(n, grid ** dims, f.shape[1]))
+        out.append(pooled.reshape(n, int(np.prod(grids)), f.shape[1]))
     return out[0], out[1]

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnssl_plugin.ops.regions import (aligned_region_descriptors, box_size, min_patch_for_grid, min_view_overlap,
-                                      overlap, region_averaging_matrix, second_box_offsets)
+from nnssl_plugin.ops.regions import (aligned_region_descriptors, box_size, grid_at_stride, min_patch_for_grid,
+                                      min_view_overlap, overlap, region_averaging_matrix, second_box_offsets)
 
 
 def _coordinate_volume(shape):
@@ -277,3 +277,57 @@ def test_scaled_grid_needs_the_smallest_patch_whose_overlaps_all_clear_it(grid):
     assert min_view_overlap(need - 1, (0.7, 1.4)) < grid
     assert all(_brute_force_min_overlap(p, (0.7, 1.4), 0.5) >= grid for p in range(need, need + 12))
     assert need > 2 * grid - 1  # scaling costs overlap: a larger patch than unscaled views need
+
+
+# ----- regions per axis, and feature maps coarser than the views ------------------------------------------------------
+def test_a_grid_per_axis_pools_the_case_overlap_into_that_many_regions_per_axis():
+    """Independent reference: adaptive average pooling of the overlap cropped from the case, output size per axis."""
+    case = _coordinate_volume((20, 30, 28)) + torch.randn(3, 20, 30, 28, dtype=torch.float64)
+    size, start1, start2, m1, m2 = (12, 16, 16), (2, 3, 10), (7, 11, 4), (True, False, True), (False, True, False)
+    d1, d2 = aligned_region_descriptors(_view(case, start1, size, m1)[None], _view(case, start2, size, m2)[None],
+                                        [start1], [start2], [m1], [m2], grid=(1, 2, 3))
+    lo, hi = overlap(start1, start2, size)
+    region = case[(slice(None), *[slice(a, b) for a, b in zip(lo, hi)])]
+    expected = F.adaptive_avg_pool3d(region[None], (1, 2, 3))[0].flatten(1).T  # (6, 3), row-major over the axes
+    assert d1.shape == (1, 6, 3)
+    assert torch.allclose(d1[0], expected) and torch.allclose(d2[0], expected)
+    with pytest.raises(ValueError, match="one positive count per spatial axis"):
+        aligned_region_descriptors(region[None], region[None], [start1], [start2], [m1], [m2], grid=(2, 2))
+
+
+def _feature_box(lo, hi, start, stride, voxels, mirror):
+    """Feature voxels [first, last) of a stride-coarse view holding the case interval [lo, hi) (stride-aligned)."""
+    first, last = (lo - start) // stride, (hi - start) // stride
+    return (voxels - last, voxels - first) if mirror else (first, last)
+
+
+def test_a_coarse_feature_map_averages_the_same_case_regions_given_the_views_boxes():
+    """A map 2x / 4x coarser than the views (a deeper stage): passing each view's box in case voxels as its size, the
+    regions are the same case boxes as read directly from the coarse voxels that hold them (stride-aligned here)."""
+    stride, patch = (2, 4, 4), (8, 16, 16)
+    start1, start2, m1, m2 = (0, 0, 0), (0, 8, -8), (False, False, True), (True, False, False)
+    torch.manual_seed(3)
+    f1, f2 = torch.randn(1, 5, 4, 4, 4, dtype=torch.float64), torch.randn(1, 5, 4, 4, 4, dtype=torch.float64)
+    d1, d2 = aligned_region_descriptors(f1, f2, [start1], [start2], [m1], [m2], grid=(1, 2, 2), size1=[patch],
+                                        size2=[patch])
+    case_lo, case_hi = [0, 8, 0], [8, 16, 8]  # the case overlap of the two boxes
+    halves = [[(case_lo[0], case_hi[0])], [(8, 12), (12, 16)], [(0, 4), (4, 8)]]  # its regions per axis
+    for f, d, start, mirror in ((f1, d1, start1, m1), (f2, d2, start2, m2)):
+        rows = []
+        for z in halves[0]:
+            for y in halves[1]:
+                for x in halves[2]:
+                    box = [_feature_box(a, b, s, st, 4, mi) for (a, b), s, st, mi in
+                           zip((z, y, x), start, stride, mirror)]
+                    rows.append(f[0][(slice(None), *[slice(a, b) for a, b in box])].mean(dim=(1, 2, 3)))
+        torch.testing.assert_close(d[0], torch.stack(rows))
+
+
+@pytest.mark.parametrize("patch, stride, shift", [((16, 48, 48), (8, 16, 16), 0.25), ((8, 16, 16), (4, 4, 4), 0.5),
+                                                  ((64, 160, 160), (16, 32, 32), 0.25), ((16, 48, 48), (8, 16, 16), 0)])
+def test_grid_at_stride_fits_the_smallest_overlap_in_feature_voxels(patch, stride, shift):
+    grid = grid_at_stride(2, patch, stride, None, shift)
+    expected = tuple(max(1, min(2, int(_brute_force_min_overlap(p, None, shift) // s))) for p, s in zip(patch, stride))
+    assert grid == expected
+    if patch == (16, 48, 48) and shift == 0.25:
+        assert grid == (1, 2, 2)  # the phantom's 3d_cpu bottleneck: 1.5 and 2.25 feature voxels of overlap

@@ -43,6 +43,12 @@ class MocoConfig:
     # "prenorm" (the last conv's output before that norm, which still holds the per-crop channel means); screened in
     # docs/RESULTS.md ("Can the global vector tell crops apart?")
     global_readout: str = "output"
+    # what the global InfoNCE compares: "crop" (MoCo v2: one pooled vector per crop) or "regions" (moco_regions: the
+    # views' overlap split into regions at the readout, each region's mean a query and its twin in the other view
+    # the positive key, DenseCL-style (Wang et al. 2021, arXiv 2011.09157) with the correspondence from the views'
+    # geometry; an InstanceNorm'd map's per-crop mean is fixed, its regions' means are not)
+    global_term: str = "crop"
+    global_grid: int = 2  # "regions": regions per axis, fewer on axes whose overlap spans fewer readout voxels
     family: str = "moco"  # which network and two-view loader the trainer assembles
 
 
@@ -51,6 +57,9 @@ METHODS: dict[str, MocoConfig] = {
     # held-out loss falls (docs/RESULTS.md)
     "moco": replace(MocoConfig(), bottleneck_whitening=True, whitening_per_channel=True),
     "moco_zca": replace(MocoConfig(), method="moco_zca", bottleneck_whitening=True, local_weight=0.5),
+    # MoCo v2 with a region-aligned global term in place of the whole-crop vector (issue: the pooled vector of an
+    # InstanceNorm'd encoder cannot tell crops apart); no whitening: region means keep their between-region signal
+    "moco_regions": replace(MocoConfig(), method="moco_regions", global_term="regions"),
 }
 
 # SGD momentum 0.9 with warm-up and cosine decay (MoCo v2; Hassanpour et al.); lr chosen on the phantom

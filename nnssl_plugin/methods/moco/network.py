@@ -16,7 +16,12 @@ loss is skipped (no term, top-1 None). Keys come from a key function (EMA encode
 keys' whitening statistics) that `key_update="period"` freezes while the queue fills and refreshes once it is full
 (then the queue restarts): positive and negatives share one encoder, so age is no cue (`after_step`). Local branch
 (moco_zca): first-stage features of both views, average-pooled over aligned regions of the views' overlap → region
-InfoNCE. `terms` hold the weighted contributions:
+InfoNCE. moco_regions (`global_term="regions"`): in place of one vector per crop, the views' overlap at the readout
+is split into regions (`ops/regions.py`, `region_grid` per axis), each query region's mean (whitened map, if any)
+through the projector against its twin region of the key view (positive) and the queue of earlier region keys of
+other cases (negatives), DenseCL-style (Wang et al. 2021, arXiv 2011.09157) with the views' known geometry as the
+correspondence; `pair_embeddings` (the held-out pretext, common to the family) stays one vector per crop.
+`terms` hold the weighted contributions:
 
     loss = loss_global + loss_local,   loss_local = local_weight · L_local
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 import copy
 from typing import ClassVar, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,9 +46,10 @@ from nnssl_plugin.modules.projector import ProjectionHead
 from nnssl_plugin.modules.whitening import RunningWhitening, apply_whitening, whitening_groups
 from nnssl_plugin.ops.distributed import world_size
 from nnssl_plugin.ops.pooling import POOLINGS, global_pool
-from nnssl_plugin.ops.regions import MAX_SHIFT, aligned_region_descriptors, min_patch_for_grid
+from nnssl_plugin.ops.regions import MAX_SHIFT, aligned_region_descriptors, grid_at_stride, min_patch_for_grid
 
 KEY_UPDATES = ("period", "step")  # MocoConfig.key_update
+GLOBAL_TERMS = ("crop", "regions")  # MocoConfig.global_term
 
 
 def first_stage(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -59,9 +66,17 @@ class MocoNetwork(nn.Module):
     sample_unit: ClassVar[str] = "crops"  # one validation embedding per crop
 
     def __init__(self, encoder: nn.Module, bottleneck_channels: int, config: MocoConfig, queue_size: int,
-                 whitening: RunningWhitening | None = None):
+                 whitening: RunningWhitening | None = None, region_grid: Sequence[int] | None = None,
+                 patch_size: Sequence[int] | None = None):
         super().__init__()
         self.config = config
+        if config.global_term not in GLOBAL_TERMS:
+            raise ValueError(f"global_term must be one of {', '.join(GLOBAL_TERMS)}, found '{config.global_term}'")
+        if config.global_term == "regions" and (region_grid is None or patch_size is None):
+            raise ValueError("global_term 'regions' needs the regions per axis at the readout (region_grid) and the "
+                             "patch; build the network with build_moco_network")
+        self.region_grid = None if config.global_term == "crop" else tuple(int(g) for g in region_grid)
+        self._patch = None if patch_size is None else tuple(int(p) for p in patch_size)
         self.encoder = encoder
         self.key_encoder = frozen_copy_of(encoder, copy.deepcopy(encoder))
         self.projector = ProjectionHead(bottleneck_channels, config.hidden_dim, config.out_dim)
@@ -93,6 +108,9 @@ class MocoNetwork(nn.Module):
         """One line for the training log: the derived queue and whitening sizes."""
         text = (f"queue {self.queue.keys.shape[0]} keys (global loss from {self.config.global_loss_min_keys}); key encoder "
                 f"updated {'every step' if self.config.key_update == 'step' else 'once per queue turnover'}")
+        if self.region_grid is not None:
+            text += (f"; global term over {int(np.prod(self.region_grid))} aligned regions per crop (grid "
+                     f"{'x'.join(map(str, self.region_grid))} at the readout)")
         if self.whitening is not None:
             w = self.whitening
             text += (f"; whitening {w.groups} group(s) of {w.mean.shape[1]} channels, mode {w.mode}, update "
@@ -113,8 +131,9 @@ class MocoNetwork(nn.Module):
         self.key_encoder.train(False)  # no dropout/normalisation updates in the EMA copy
         return self
 
-    def _pair(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[dict, list[torch.Tensor]]:
-        """`pair_embeddings` plus the query encoder's stage outputs (for the local loss)."""
+    def _pair(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[dict, list[torch.Tensor], tuple]:
+        """`pair_embeddings`, the query encoder's stage outputs (for the local loss) and the (query, key) readout
+        maps the projector's inputs are pooled from (whitened, if any; for the region term)."""
         skips = self._encode(view1)  # stage outputs, last = bottleneck (n, c, *s)
         pool = lambda x: global_pool(x, self.config.pooling)  # noqa: E731
         period = self.config.key_update == "period"
@@ -124,19 +143,20 @@ class MocoNetwork(nn.Module):
         if self._prenorm is not None:  # the last conv's outputs before their InstanceNorm, same shape
             query_map, key_map = self._prenorm["query"].take(), self._prenorm["key"].take()
         raw = pool(query_map)  # (n, c)
-        query_in, key_in, whitened = raw, pool(key_map), None
+        maps, whitened = (query_map, key_map), None
         if self.whitening is not None:
             mean, w = self.whitening.statistics(query_map)  # training: moves the running statistics
-            whitened = pool(apply_whitening(query_map, mean, w))  # avg: = the whitened pool (both linear)
             with torch.no_grad():  # keys: no gradient; the key function's frozen statistics ("period")
-                key_in = pool(apply_whitening(key_map, *((self.key_mean, self.key_w) if period else
-                                                         (mean.detach(), w.detach()))))
-            query_in = whitened
+                key_white = apply_whitening(key_map, *((self.key_mean, self.key_w) if period else
+                                                       (mean.detach(), w.detach())))
+            maps = (apply_whitening(query_map, mean, w), key_white)
+            whitened = pool(maps[0])  # avg: = the whitened pool (both linear)
+        query_in, key_in = (raw, pool(key_map)) if self.whitening is None else (whitened, pool(maps[1]))
         q = self.projector(query_in)  # (n, d)
         with torch.no_grad():
             k = self.key_projector(key_in)  # (n, d)
         return {"q": q, "k": k, "raw": raw.detach(),
-                "whitened": None if whitened is None else whitened.detach()}, skips
+                "whitened": None if whitened is None else whitened.detach()}, skips, maps
 
     def pair_embeddings(self, view1: torch.Tensor, view2: torch.Tensor) -> dict:
         """Embeddings of view pairs (n, C, *patch): "q" (n, d) unit queries (with gradient in training), "k" (n, d)
@@ -151,12 +171,16 @@ class MocoNetwork(nn.Module):
         """Losses for a batch of view pairs. Geometry (start, mirror: (n, D); size: (n, D) case voxels each view's
         box spans, None: unscaled views) is needed for the local loss; case_ids (n,) int64 mask same-case queue
         keys (None: no same-case masking)."""
-        emb, skips = self._pair(view1, view2)
-        q, k = emb["q"], emb["k"]
+        emb, skips, maps = self._pair(view1, view2)
+        q, k, key_case_ids = emb["q"], emb["k"], case_ids
+        if self.region_grid is not None:  # queries and keys: the aligned regions of every pair
+            q, k = self._region_embeddings(*maps, start1, start2, mirror1, mirror2, size1, size2)
+            regions = q.shape[0] // view1.shape[0]
+            key_case_ids = None if case_ids is None else case_ids.repeat_interleave(regions)  # (n * R,)
         terms: dict[str, torch.Tensor] = {}
         top1, logits = None, None
         if self.queue.filled() >= self.config.global_loss_min_keys:
-            mask = self.queue.negative_mask(case_ids, q.shape[0])  # (n, K)
+            mask = self.queue.negative_mask(key_case_ids, q.shape[0])  # (n, K)
             terms["loss_global"], logits = moco_infonce_and_logits(q, k, self.queue.keys.clone(),
                                                                    self.config.temperature, mask)  # (n, 1 + K)
             top1 = top1_accuracy(logits.detach())
@@ -171,7 +195,26 @@ class MocoNetwork(nn.Module):
         if emb["whitened"] is not None:
             embeddings["whitened bottleneck"] = emb["whitened"]
         return {"loss": loss, "terms": terms, "top1": top1, "embeddings": embeddings,
-                "logits": None if logits is None else logits.detach(), "keys": k, "case_ids": case_ids}
+                "logits": None if logits is None else logits.detach(), "keys": k, "case_ids": key_case_ids}
+
+    def _region_embeddings(self, query_map: torch.Tensor, key_map: torch.Tensor, start1, start2, mirror1, mirror2,
+                           size1=None, size2=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """moco_regions' queries (n * R, d), with gradient, and keys (n * R, d): the region means of the readout
+        maps (n, c, *s) over the pair's aligned regions, through the projector and the key projector. The maps are
+        coarser than the views, so each view spans its box's case voxels (size; unscaled views: the patch)."""
+        if start1 is None:
+            raise ValueError("the region global term needs the views' geometry (start1, start2, mirror1, mirror2); "
+                             "pass the two-view loader's batch entries")
+        n = query_map.shape[0]
+        patch = [list(self._patch)] * n
+        d1, d2 = aligned_region_descriptors(query_map, key_map, start1.tolist(), start2.tolist(), mirror1.tolist(),
+                                            mirror2.tolist(), self.region_grid,
+                                            patch if size1 is None else size1.tolist(),
+                                            patch if size2 is None else size2.tolist())  # (n, R, c) each
+        q = self.projector(d1.flatten(0, 1))  # (n * R, d)
+        with torch.no_grad():
+            k = self.key_projector(d2.flatten(0, 1))
+        return q, k
 
     def _local_loss(self, f1: torch.Tensor, f2: torch.Tensor, start1, start2, mirror1, mirror2, size1=None,
                     size2=None) -> torch.Tensor:
@@ -229,7 +272,8 @@ def build_moco_network(unet: nn.Module, config: MocoConfig, batch_size: int, pat
     the effective batch (batch_size x ranks, default the process group's size): the queue (`derived_queue_size`,
     unless config.queue_size) and
     the whitening groups (from the images behind the running estimate, batch / whitening_update_weight, not from positions;
-    one channel per group with `whitening_per_channel`). The patch must hold the local loss's grid in every views' overlap."""
+    one channel per group with `whitening_per_channel`); with the region term, keys per step = batch x regions per
+    crop, so the queue spans the same steps. The patch must hold the local loss's grid in every views' overlap."""
     if config.pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, found '{config.pooling}'")
     channels = unet.encoder.output_channels[-1]
@@ -242,7 +286,12 @@ def build_moco_network(unet: nn.Module, config: MocoConfig, batch_size: int, pat
                          f"regions per axis: the views' overlap ({bound}{scaled}) needs every axis >= {need} voxels; "
                          f"use a smaller local_grid or a configuration with a larger patch")
     effective_batch = batch_size * (world_size() if ranks is None else ranks)
-    queue_size = config.queue_size or derived_queue_size(config.key_momentum, effective_batch,
+    region_grid = None
+    if config.global_term == "regions":  # the views' overlap at the bottleneck, as many regions as it can hold
+        stride = np.prod(np.asarray(unet.encoder.strides, dtype=np.int64), axis=0)  # (D,) input -> bottleneck
+        region_grid = grid_at_stride(config.global_grid, patch_size, stride.tolist(), config.view_scale, shift)
+    keys_per_step = effective_batch * (1 if region_grid is None else int(np.prod(region_grid)))
+    queue_size = config.queue_size or derived_queue_size(config.key_momentum, keys_per_step,
                                                          config.queue_horizon_ratio, config.queue_size_floor)
     whitening = None
     if config.bottleneck_whitening:
@@ -250,4 +299,4 @@ def build_moco_network(unet: nn.Module, config: MocoConfig, batch_size: int, pat
             channels, effective_batch / config.whitening_update_weight, config.whitening_min_images_per_channel)
         whitening = RunningWhitening(channels, groups, config.whitening_eps, config.whitening_update_weight,
                                      config.whitening_mode, config.whitening_batch_share)
-    return MocoNetwork(unet.encoder, channels, config, queue_size, whitening)
+    return MocoNetwork(unet.encoder, channels, config, queue_size, whitening, region_grid, patch_size)
