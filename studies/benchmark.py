@@ -20,6 +20,7 @@ over sessions and machines: a fresh work dir rebuilds the data (same generator s
                     nnssl_probe <run> -d 991 -c 3d_cpu -f all --levels-like encoder --seed s   (the common level set)
                     nnssl_probe <run> ... -f all --seed s                                      (dense: its own levels)
                     python -m nnssl_plugin.cli.common_views <run> ...                           (pretext on common views)
+                    nnssl_spectrum -d 991 -c 3d_cpu --checkpoints <run> --patches 320 --seed s  (MoCo family: Fig. 1)
 
 Statistics (`nnssl_plugin.paired`): a seed's score is its probe mean Dice (13 organs) averaged over the five folds
 (the folds share one pretrained network, so they are not independent replicates); a comparison A − B is the mean
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from dataclasses import asdict
 import sys
 import time
@@ -89,6 +91,7 @@ def variant_config(name: str) -> tuple[str, dict, dict]:
     base = method_config(method)
     options = {k: parse_option(base, k, v) for k, v in texts.items()}
     return method, options, asdict(with_options(base, options))
+SPECTRUM_PATCHES = 320  # held-out patches of the spectrum step: 4x the phantom's 80 bottleneck channels
 COMMON_LEVELS = "encoder"  # the level set every initialisation is read at (cross-family rows)
 FOLDS = 5
 
@@ -223,6 +226,22 @@ def main(argv=None) -> int:
               ["python", "-m", "nnssl_plugin.cli.common_views", str(run_dir(method, seed)), "--target", "991", "-c",
                "3d_cpu", "-device", "cpu", "-o", str(target)], logs / f"common_views_{method}_seed{seed}.log")
 
+    def spectrum(name: str, seed: int) -> None:
+        """MoCo-family rows (own levels = the encoder): singular spectrum and effective rank of the pooled
+        bottleneck, raw and (whitening rows) whitened, on SPECTRUM_PATCHES held-out patches of 991, with random init
+        of the same seed (Hassanpour et al.'s Fig. 1). Needs the run's weights: a run whose weights are gone (a
+        fresh work dir) is not pretrained again for it."""
+        target = out / "spectrum" / f"{name}_seed{seed}.json"
+        weights = run_dir(name, seed) / "ssl_weights.pth"
+        if own[name] != COMMON_LEVELS or target.is_file() or not weights.is_file():
+            return
+        folder = work / "spectrum" / f"{name}_seed{seed}"
+        timed(f"spectrum:{name}:{seed}",
+              ["nnssl_spectrum", "-d", "991", "-c", "3d_cpu", "--checkpoints", str(weights), "--patches",
+               str(SPECTRUM_PATCHES), "--seed", str(seed), "-o", str(folder)], logs / f"spectrum_{name}_seed{seed}.log")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / "spectrum.json", target)
+
     level_sets = sorted({COMMON_LEVELS, *own.values()})
     for seed in args.seeds:
         for levels in level_sets:
@@ -230,11 +249,13 @@ def main(argv=None) -> int:
         for method in methods:  # a run's steps back to back: its weights are needed only until its results exist
             check_record(method, seed)
             if done(method, seed):
+                spectrum(method, seed)  # rows run before the step existed, while their weights are here
                 continue
             pretrain(method, seed)
             for levels in sorted({COMMON_LEVELS, own[method]}):
                 probe(method, seed, levels)
             common_views(method, seed)
+            spectrum(method, seed)
             report()
         report()
     print(f"done in {time.time() - started:.0f} s: {out / 'benchmark.md'}")

@@ -108,6 +108,7 @@ def write_report(out: Path, args, own_levels: dict[str, str], common: str) -> di
             if record is not None:
                 views.setdefault(m, {})[seed] = record["views"]
     steps = _load(out / "steps.json") or {}
+    spectra, rank_results = _spectra(out, methods, seeds)
 
     lines = [f"# Benchmark: {len(methods)} rows and random init on Dataset991 ({args.num_labelled} labelled "
              f"phantoms, nnU-Net's 5 folds), pretrained on {args.num_unlabelled} unlabelled phantoms", "",
@@ -159,6 +160,8 @@ def write_report(out: Path, args, own_levels: dict[str, str], common: str) -> di
                 cells.append(f"{sum(values) / len(values):.3f} (chance {chance:.2f}, {len(values)})" if values
                              else "–")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if spectra:
+        lines += _spectrum_lines(spectra, rank_results, seeds)
     if steps:
         lines += ["", "## CPU time per step (this machine, 2 cores; seconds, mean over the steps run)", ""]
         kinds = {}
@@ -170,11 +173,94 @@ def write_report(out: Path, args, own_levels: dict[str, str], common: str) -> di
     summary = {"seeds": seeds, "methods": methods, "delta": DELTA,
                "scores": {f"{i}|{l}": v for (i, l), v in scores.items()},
                "organs": {f"{i}|{l}": v for (i, l), v in organs.items()}, "comparisons": results,
-               "common_views": views, "steps": steps}
+               "common_views": views, "steps": steps,
+               "effective_rank": {f"{m}|{kind}": {s: v["erank"] for s, v in by_seed.items()}
+                                  for (m, kind), by_seed in spectra.items()}, "rank_comparisons": rank_results}
     (out / "benchmark.json").write_text(json.dumps(summary, indent=1, default=str))
     if results:
         plot(out / "benchmark.png", results, args)
+    if spectra:
+        plot_spectra(out / "spectra.png", spectra, args)
     return summary
+
+
+def _spectra(out: Path, methods: list[str], seeds: list[int]) -> tuple[dict, list[dict]]:
+    """The spectrum step's records (`nnssl_spectrum` on held-out patches, MoCo-family rows) by (row, "raw" |
+    "whitened") and by (random, "raw") per seed: {"erank", "values"}; and the paired effective-rank comparisons:
+    moco_zca − moco, every component − mocov2, every row − random init of the same seed (raw)."""
+    spectra: dict[tuple[str, str], dict[int, dict]] = {}
+    for m in methods:
+        for seed in seeds:
+            record = _load(out / "spectrum" / f"{m}_seed{seed}.json")
+            for r in (record or {}).get("results", []):
+                kind = "random" if r["name"] == "random init" else r["name"].rsplit(", ", 1)[-1].rstrip(")")
+                key = (RANDOM, "raw") if kind == "random" else (m, kind)
+                spectra.setdefault(key, {})[seed] = {"erank": r["effective_rank"], "values": r["singular_values"]}
+    pairs = [("moco_zca", "moco")] + [(m, "mocov2") for m in
+                                      ("mocov2_local", "mocov2_zca", "moco_zca", "mocov2_shift01",
+                                       "mocov2_prenorm_shift01", "moco_regions")]
+    pairs += [(m, RANDOM) for m in methods]
+    results = []
+    for a, b in pairs:
+        sa, sb = spectra.get((a, "raw"), {}), spectra.get((b, "raw"), {})
+        both = [s for s in seeds if s in sa and s in sb]
+        if a == b or not both:
+            continue
+        p = paired([sa[s]["erank"] for s in both], [sb[s]["erank"] for s in both])
+        results.append({"comparison": f"{a} − {b if b != RANDOM else 'random init'} (raw)", "n": p.n,
+                        "mean": p.mean, "low": p.low, "high": p.high})
+    return spectra, results
+
+
+def _spectrum_lines(spectra: dict, rank_results: list[dict], seeds: list[int]) -> list[str]:
+    """Markdown: effective ranks per row (raw, whitened) and their paired comparisons."""
+    lines = ["", "## Effective rank of the pooled bottleneck on held-out patches (MoCo family; Hassanpour et al.'s "
+             "Fig. 1: spectra.png)", "", "| representation | seeds | effective rank (mean ± sd over seeds) | per seed |",
+             "| --- | --- | --- | --- |"]
+    for (m, kind), by_seed in sorted(spectra.items(), key=lambda kv: (kv[0][0] == RANDOM, kv[0])):
+        values = [by_seed[s]["erank"] for s in seeds if s in by_seed]
+        m_, sd = mean_sd(values)
+        spread = f"{m_:.1f} ± {sd:.1f}" if len(values) > 1 else f"{m_:.1f} (one seed)"
+        name = "random init" if m == RANDOM else f"{m}, {kind}"
+        lines.append(f"| {name} | {len(values)} | {spread} | {', '.join(f'{v:.1f}' for v in values)} |")
+    if rank_results:
+        lines += ["", "| comparison (paired by seed) | seeds | mean difference [95 % interval] |", "| --- | --- | --- |"]
+        for r in rank_results:
+            cell = (f"{r['mean']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}]" if r["n"] > 1 else
+                    f"{r['mean']:+.1f} (one seed)")
+            lines.append(f"| {r['comparison']} | {r['n']} | {cell} |")
+    return lines
+
+
+def plot_spectra(path: Path, spectra: dict, args) -> None:
+    """Hassanpour et al.'s Fig. 1 on the benchmark: each representation's singular values divided by its largest,
+    averaged over seeds, on a log axis (a steep early drop = a collapsed representation); raw solid, whitened
+    dashed, random init grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    rows = sorted({m for m, _ in spectra if m != RANDOM})
+    colours = {m: f"C{i % 10}" for i, m in enumerate(rows)}
+    for (m, kind), by_seed in sorted(spectra.items()):
+        curves = [[v / by_seed[s]["values"][0] for v in by_seed[s]["values"]] for s in sorted(by_seed)]
+        mean = [sum(c[i] for c in curves) / len(curves) for i in range(min(map(len, curves)))]
+        erank = sum(r["erank"] for r in by_seed.values()) / len(by_seed)
+        label = (f"random init (erank {erank:.0f})" if m == RANDOM else f"{m}, {kind} (erank {erank:.0f})")
+        ax.plot(range(1, len(mean) + 1), mean, color="0.55" if m == RANDOM else colours[m],
+                ls="--" if kind == "whitened" else "-", lw=1.6, label=f"{label}, {len(curves)} seed(s)")
+    ax.set_yscale("log")
+    ax.set_xlabel("singular value index (pooled bottleneck channels)", fontsize=9)
+    ax.set_ylabel("singular value / largest (mean over seeds)", fontsize=9)
+    ax.set_title(f"Spectra of the pooled bottleneck on held-out patches of Dataset991\n3d_cpu, "
+                 f"{args.epochs * args.iters:,} pretraining steps (a steep early drop = collapse)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
 
 
 def plot(path: Path, results: list[dict], args) -> None:
