@@ -22,4 +22,4 @@ def test_dense_view_sets_are_clean_each_members_and_the_papers_with_one_pair_per
 
 def test_moco_view_sets_are_clean_and_each_members():
     sets = common_view_sets("moco", False, PLANS, CONFIGURATION)
-    assert list(sets) == [CLEAN, "moco", "moco_zca"]
+    assert list(sets) == [CLEAN, "moco", "moco_zca", "moco_regions"]
