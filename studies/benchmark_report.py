@@ -15,6 +15,8 @@ from nnssl_plugin.paired import detectable_difference, paired, seeds_needed
 DELTA = 0.02  # the margin fixed before the runs: the smallest probe-Dice difference the benchmark must detect
 # (paired comparison of the pretraining seeds, 80 % power, two-sided α = 0.05)
 RANDOM = "random"
+# rows compared with MoCo v2: Hassanpour et al.'s components, the global-term candidates
+AGAINST_MOCOV2 = ("mocov2_local", "mocov2_zca", "moco_zca", "mocov2_shift01", "mocov2_prenorm_shift01", "moco_regions")
 
 
 def _load(path: Path) -> dict | None:
@@ -39,8 +41,7 @@ def comparisons(methods: list[str], own_levels: dict[str, str], common: str) -> 
     for m in methods:
         if m.startswith("hier_paper_") and "hier_paper" in methods:
             rows.append((f"{m} − hier_paper (own levels)", m, "hier_paper", own_levels[m]))
-    # against MoCo v2: Hassanpour et al.'s components, the global-term candidates
-    for m in ("mocov2_local", "mocov2_zca", "moco_zca", "mocov2_shift01", "mocov2_prenorm_shift01", "moco_regions"):
+    for m in AGAINST_MOCOV2:
         if m in methods and "mocov2" in methods:
             rows.append((f"{m} − mocov2", m, "mocov2", common))
     for m in methods:
@@ -196,9 +197,7 @@ def _spectra(out: Path, methods: list[str], seeds: list[int]) -> tuple[dict, lis
                 kind = "random" if r["name"] == "random init" else r["name"].rsplit(", ", 1)[-1].rstrip(")")
                 key = (RANDOM, "raw") if kind == "random" else (m, kind)
                 spectra.setdefault(key, {})[seed] = {"erank": r["effective_rank"], "values": r["singular_values"]}
-    pairs = [("moco_zca", "moco")] + [(m, "mocov2") for m in
-                                      ("mocov2_local", "mocov2_zca", "moco_zca", "mocov2_shift01",
-                                       "mocov2_prenorm_shift01", "moco_regions")]
+    pairs = [("moco_zca", "moco")] + [(m, "mocov2") for m in AGAINST_MOCOV2]
     pairs += [(m, RANDOM) for m in methods]
     results = []
     for a, b in pairs:

@@ -151,10 +151,9 @@ class MocoNetwork(nn.Module):
                                                        (mean.detach(), w.detach())))
             maps = (apply_whitening(query_map, mean, w), key_white)
             whitened = pool(maps[0])  # avg: = the whitened pool (both linear)
-        query_in, key_in = (raw, pool(key_map)) if self.whitening is None else (whitened, pool(maps[1]))
-        q = self.projector(query_in)  # (n, d)
+        q = self.projector(raw if whitened is None else whitened)  # (n, d)
         with torch.no_grad():
-            k = self.key_projector(key_in)  # (n, d)
+            k = self.key_projector(pool(maps[1]))  # (n, d)
         return {"q": q, "k": k, "raw": raw.detach(),
                 "whitened": None if whitened is None else whitened.detach()}, skips, maps
 
@@ -172,15 +171,15 @@ class MocoNetwork(nn.Module):
         box spans, None: unscaled views) is needed for the local loss; case_ids (n,) int64 mask same-case queue
         keys (None: no same-case masking)."""
         emb, skips, maps = self._pair(view1, view2)
-        q, k, key_case_ids = emb["q"], emb["k"], case_ids
+        q, k, row_case_ids = emb["q"], emb["k"], case_ids  # the case of each query / key row
         if self.region_grid is not None:  # queries and keys: the aligned regions of every pair
             q, k = self._region_embeddings(*maps, start1, start2, mirror1, mirror2, size1, size2)
             regions = q.shape[0] // view1.shape[0]
-            key_case_ids = None if case_ids is None else case_ids.repeat_interleave(regions)  # (n * R,)
+            row_case_ids = None if case_ids is None else case_ids.repeat_interleave(regions)  # (n * R,)
         terms: dict[str, torch.Tensor] = {}
         top1, logits = None, None
         if self.queue.filled() >= self.config.global_loss_min_keys:
-            mask = self.queue.negative_mask(key_case_ids, q.shape[0])  # (n, K)
+            mask = self.queue.negative_mask(row_case_ids, q.shape[0])  # (n, K)
             terms["loss_global"], logits = moco_infonce_and_logits(q, k, self.queue.keys.clone(),
                                                                    self.config.temperature, mask)  # (n, 1 + K)
             top1 = top1_accuracy(logits.detach())
@@ -195,7 +194,7 @@ class MocoNetwork(nn.Module):
         if emb["whitened"] is not None:
             embeddings["whitened bottleneck"] = emb["whitened"]
         return {"loss": loss, "terms": terms, "top1": top1, "embeddings": embeddings,
-                "logits": None if logits is None else logits.detach(), "keys": k, "case_ids": key_case_ids}
+                "logits": None if logits is None else logits.detach(), "keys": k, "case_ids": row_case_ids}
 
     def _region_embeddings(self, query_map: torch.Tensor, key_map: torch.Tensor, start1, start2, mirror1, mirror2,
                            size1=None, size2=None) -> tuple[torch.Tensor, torch.Tensor]:
