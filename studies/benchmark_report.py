@@ -65,6 +65,32 @@ def _row_legend(methods: list[str], row_options: dict[str, tuple[str, dict]]) ->
     return lines + [""]
 
 
+def _common_view_lines(views: dict[str, dict[int, dict]]) -> list[str]:
+    """One table per family: each row's held-out loss / top-1 on each view set of its family (mean over seeds), the
+    same crops, correspondences and negatives for every row of the family; chance under the table."""
+    lines = ["", "## Held-out pretext on common views (loss / top-1, mean over seeds)"]
+    families: dict[tuple, list[str]] = {}
+    for m, by_seed in views.items():
+        names = tuple(next(iter(by_seed.values())))
+        families.setdefault(names, []).append(m)
+    for names, rows in families.items():
+        first = next(iter(views[rows[0]].values()))
+        lines += ["", "| run | seeds | " + " | ".join(f"{n} views" for n in names) + " |",
+                  "| --- | --- |" + " --- |" * len(names)]
+        for m in rows:
+            cells = []
+            for n in names:
+                records = [record[n] for record in views[m].values() if n in record]
+                cells.append(f"{sum(r['loss'] for r in records) / len(records):.3f} / "
+                             f"{sum(r['top1'] for r in records) / len(records):.3f}" if records else "–")
+            lines.append(f"| {m} | {len(views[m])} | " + " | ".join(cells) + " |")
+        crops = sorted({record[n]["crops"] for m in rows for record in views[m].values() for n in record})
+        lines += ["", f"By chance: loss ln(negatives + 1) = {first[names[0]]['chance_loss']:.2f}, top-1 "
+                      f"{first[names[0]]['chance_top1']:.4f} ({first[names[0]]['negatives']:.0f} negatives per "
+                      f"query on average; held-out crops per view set: {', '.join(str(c) for c in crops)})."]
+    return lines
+
+
 def write_report(out: Path, args, own_levels: dict[str, str], common: str) -> dict:
     """benchmark.md, .json and .png in `out` (the results folder) from the step results found there."""
     methods = [m for m in args.methods]
@@ -150,17 +176,7 @@ def write_report(out: Path, args, own_levels: dict[str, str], common: str) -> di
         lines.append(f"| {r['comparison']} | {r['levels']} | {r['n']} | {interval} | "
                      f"{r['sd']:.4f} | {r['detectable']:.4f} | {r['seeds_for_delta'] or '–'} | {decided} |")
     if views:
-        names = sorted({v for by_seed in views.values() for record in by_seed.values() for v in record})
-        lines += ["", "## Held-out pretext on common views (mean loss over seeds; chance ln(negatives + 1))", "",
-                  "| run | " + " | ".join(f"{n} views" for n in names) + " |", "| --- |" + " --- |" * len(names)]
-        for m, by_seed in views.items():
-            cells = []
-            for n in names:
-                values = [record[n]["loss"] for record in by_seed.values() if n in record]
-                chance = next((record[n]["chance_loss"] for record in by_seed.values() if n in record), math.nan)
-                cells.append(f"{sum(values) / len(values):.3f} (chance {chance:.2f}, {len(values)})" if values
-                             else "–")
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines += _common_view_lines(views)
     if spectra:
         lines += _spectrum_lines(spectra, rank_results, seeds)
     if steps:

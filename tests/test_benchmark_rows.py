@@ -71,3 +71,33 @@ def test_the_spectrum_records_are_read_by_representation_and_paired_by_seed(benc
     assert by_name["moco_zca − mocov2 (raw)"]["mean"] == pytest.approx(((60 - 70) + (65 - 72)) / 2)
     assert by_name["mocov2 − random init (raw)"]["mean"] == pytest.approx(((70 - 77) + (72 - 76)) / 2)
     assert by_name["moco_zca − random init (raw)"]["n"] == 2
+
+
+def test_moco_rows_are_scored_on_as_many_common_view_crops_as_the_training_hold_out(bench):
+    """A MoCo pair is one query (a dense pair thousands): the MoCo rows' common views hold 4 crops per bottleneck
+    channel like the training hold-out (`nnssl_plugin.heldout.batches_for_rank`), the dense rows keep 16 batches."""
+    benchmark, _ = bench
+    from nnssl_plugin.heldout import batches_for_rank
+    phantom_bottleneck_channels, batch_size = 80, 2
+    for name in benchmark.ORDER:
+        expected = (batches_for_rank(phantom_bottleneck_channels, batch_size) if benchmark.VARIANTS[name][0].startswith(
+            "moco") else 16)
+        assert benchmark.common_view_batches(name) == expected, name
+
+
+def test_the_common_views_tables_show_loss_and_top1_per_family(bench):
+    """One table per family (its own view sets), loss / top-1 averaged over seeds, chance below it."""
+    _, report = bench
+
+    def record(loss, top1, negatives, crops):
+        import math
+        return {"loss": loss, "top1": top1, "chance_loss": math.log(negatives + 1), "chance_top1": 1 / (negatives + 1),
+                "negatives": negatives, "crops": crops}
+
+    views = {"hier": {0: {"clean": record(5.0, 0.02, 4095, 32), "hier": record(5.5, 0.01, 4095, 32)},
+                      1: {"clean": record(4.0, 0.04, 4095, 32), "hier": record(4.5, 0.03, 4095, 32)}},
+             "moco": {0: {"clean": record(5.7, 0.10, 309, 320), "moco": record(5.6, 0.20, 309, 320)}}}
+    text = "\n".join(report._common_view_lines(views))
+    assert "| hier | 2 | 4.500 / 0.030 | 5.000 / 0.020 |" in text
+    assert "| moco | 1 | 5.700 / 0.100 | 5.600 / 0.200 |" in text
+    assert text.count("| run | seeds |") == 2 and "held-out crops per view set: 320" in text
